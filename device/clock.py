@@ -1,0 +1,65 @@
+"""The device clock as evidence needs it: the time, and how far that time can be trusted.
+
+Every record carries the clock state: "unset" (never synced since the backup cell last held
+it), "synced" (set by a dock within the holdover window, with the uncertainty the dock
+measured) or "holdover" (synced, but longer ago than the window).
+"""
+
+import os
+
+from protocol import cbor
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef,misc]
+        return x
+
+
+_HOLDOVER_US = const(86400 * 1000000)  # a dock syncs recorders daily (Art. 4)
+
+
+class ClockService:
+    def __init__(self, hal_clock, root: str) -> None:
+        self._clock = hal_clock
+        self._path = root + "/clock"
+        self.synced_at = 0
+        self.uncertainty_us = 0
+        try:
+            with open(self._path, "rb") as f:
+                state = cbor.decode(f.read())
+            self.synced_at = state["synced_at"]
+            self.uncertainty_us = state["uncertainty_us"]
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def now_us(self) -> int:
+        return self._clock.now_us()
+
+    def state(self) -> str:
+        if not self.synced_at:
+            return "unset"
+        if self._clock.now_us() - self.synced_at > _HOLDOVER_US:
+            return "holdover"
+        return "synced"
+
+    def describe(self) -> dict:
+        return {
+            "state": self.state(),
+            "synced_at": self.synced_at,
+            "uncertainty_us": self.uncertainty_us,
+        }
+
+    def adjust(self, delta_us: int, uncertainty_us: int):
+        """Step the clock by the dock's measured offset; returns (before, after) in µs."""
+        before = self._clock.now_us()
+        self._clock.step(delta_us)
+        after = self._clock.now_us()
+        self.synced_at = after
+        self.uncertainty_us = uncertainty_us
+        tmp = self._path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(cbor.encode({"synced_at": after, "uncertainty_us": uncertainty_us}))
+        os.rename(tmp, self._path)
+        return before, after

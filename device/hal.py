@@ -1,0 +1,34 @@
+"""The hardware the recorder core may touch, and nothing else.
+
+Each part is a small object injected into the core; `device/sim_hal.py` implements them for the
+MicroPython unix port, a board port implements them over its drivers. The core never imports a
+driver itself.
+
+clock    now_us() -> int (µs since the Unix epoch); step(delta_us) moves the clock
+battery_main, battery_backup
+         read() -> (millivolts, percent, charging: bool)
+storage  root: str (directory for the record store); usage() -> (free_bytes, total_bytes)
+camera   tracks: list of track names; start(); read_into(buf) -> bytes of encoded A/V written
+         into buf (blocks at most one chunk's worth of time); stop()
+indicator
+         show(state: str) -- LED/buzzer/haptic feedback ("recording", "refused", "idle", ...)
+link     readinto(buf) -> n (0 when nothing waits, never blocks); write(buf);
+         wait(timeout_ms) -> True when bytes wait to be read
+selftest() -> list of fault strings (empty when healthy)
+"""
+
+
+class Hal:
+    """The set of parts a recorder is built from."""
+
+    def __init__(self, device_id, clock, battery_main, battery_backup, storage, camera,
+                 indicator, link, selftest) -> None:
+        self.device_id = device_id
+        self.clock = clock
+        self.battery_main = battery_main
+        self.battery_backup = battery_backup
+        self.storage = storage
+        self.camera = camera
+        self.indicator = indicator
+        self.link = link
+        self.selftest = selftest

@@ -1,0 +1,41 @@
+"""The device's signing key: born on the device at first boot, never sent anywhere.
+
+Only the public key and its id leave through the protocol. On a board the seed lives in the
+secure element or a read-protected flash page; in simulation, a file in the device's storage.
+"""
+
+import hashlib
+import os
+
+from protocol.ed25519 import SigningKey
+
+_SEED_FILE = "/device.key"
+
+
+class DeviceKey:
+    def __init__(self, seed: bytes) -> None:
+        self._key = SigningKey(seed)
+        self.public = self._key.public
+        self.kid = hashlib.sha256(self.public).digest()[:16]
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    @classmethod
+    def load_or_create(cls, root: str, log) -> "DeviceKey":
+        path = root + _SEED_FILE
+        try:
+            with open(path, "rb") as f:
+                seed = f.read()
+        except OSError:
+            seed = b""
+        if len(seed) != 32:
+            if seed:
+                raise ValueError("device key file %s is damaged (%d bytes)" % (path, len(seed)))
+            seed = os.urandom(32)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(seed)
+            os.rename(tmp, path)
+            log("generated a new device key")
+        return cls(seed)

