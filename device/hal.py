@@ -8,12 +8,12 @@ clock    now_us() -> int (µs since the Unix epoch); step(delta_us) moves the cl
 battery_main, battery_backup
          read() -> (millivolts, percent, charging: bool)
 storage  root: str (directory for the record store); usage() -> (free_bytes, total_bytes)
-camera   tracks: list of track names; start(); read_into(buf) -> bytes of encoded A/V written
-         into buf (blocks at most one chunk's worth of time); stop()
+camera   tracks: list of track names; start(); await read_into(buf) -> bytes of encoded A/V
+         written into buf (waits at most one chunk's worth of time); stop()
 indicator
          show(state: str) -- LED/buzzer/haptic feedback ("recording", "refused", "idle", ...)
-link     readinto(buf) -> n (0 when nothing waits, never blocks); write(buf);
-         wait(timeout_ms) -> True when bytes wait to be read
+link     the dock link: a stream asyncio can poll (UART, USB-CDC, a pty in simulation),
+         wrapped by device/link.py
 selftest() -> list of fault strings (empty when healthy)
 """
 

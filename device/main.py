@@ -7,37 +7,47 @@ never onto the link.
 
 import sys
 
-import argparse
-
-from device.clock import ClockService
-from device.dock import DockServer
-from device.hal import Hal
-from device.keystore import DeviceKey
-from device.recorder import Recorder
-from device.sim_hal import SimBattery, SimCamera, SimClock, SimIndicator, SimStorage, TtyLink
-from device.store import RecordStore
+# Imports are inside main() and run(): see the boot order in main().
 
 
 def log(text: str) -> None:
     sys.stderr.write("device: %s\n" % text)
 
 
-def _args(argv):
-    p = argparse.ArgumentParser()
-    p.add_argument("--link", required=True, help="tty path of the dock link")
-    p.add_argument("--storage", required=True, help="directory standing in for the card")
-    p.add_argument("--device-id", default="")
-    p.add_argument("--segments", type=int, default=0, help="segments to record at boot")
-    p.add_argument("--segment-ms", type=int, default=1000)
-    p.add_argument("--bitrate", type=int, default=8000000, help="camera bits per second")
-    p.add_argument("--skew-us", type=int, default=0, help="clock offset at boot")
-    p.add_argument("--drift-ppm", type=int, default=0)
-    p.add_argument("--main-pct", type=int, default=95)
-    p.add_argument("--main-charging", type=int, default=1)
-    p.add_argument("--backup-pct", type=int, default=90)
-    p.add_argument("--capacity-mb", type=int, default=32768)
-    p.add_argument("--fault", default="", help="a self-test fault to report (simulation)")
-    return p.parse_args(argv)
+_OPTIONS = {
+    # name: default (an int default makes the option an int)
+    "link": "",  # tty path of the dock link
+    "storage": "",  # directory standing in for the card
+    "device-id": "",
+    "segments": 0,  # segments to record at boot
+    "segment-ms": 1000,
+    "bitrate": 8000000,  # camera bits per second
+    "skew-us": 0,  # clock offset at boot
+    "drift-ppm": 0,
+    "main-pct": 95,
+    "main-charging": 1,
+    "backup-pct": 90,
+    "capacity-mb": 32768,
+    "fault": "",  # a self-test fault to report
+}
+
+
+def _args(argv) -> dict:
+    """`--name value` pairs over _OPTIONS (argparse costs a board more heap than it is worth)."""
+    opts = dict(_OPTIONS)
+    i = 0
+    while i < len(argv):
+        name = argv[i][2:] if argv[i].startswith("--") else ""
+        if name not in opts or i + 1 >= len(argv):
+            raise SystemExit("device: bad option %r; options: --%s" % (argv[i], " --".join(
+                sorted(opts))))
+        value = argv[i + 1]
+        opts[name] = int(value) if isinstance(_OPTIONS[name], int) else value
+        i += 2
+    for name in ("link", "storage"):
+        if not opts[name]:
+            raise SystemExit("device: --%s is required" % name)
+    return opts
 
 
 def _device_id(root: str, wanted: str) -> str:
@@ -60,29 +70,54 @@ def _device_id(root: str, wanted: str) -> str:
 
 def main(argv) -> None:
     a = _args(argv)
-    storage = SimStorage(a.storage, a.capacity_mb * 1024 * 1024)
-    faults = [a.fault] if a.fault else []
+    # Boot order matters on a small heap: the link's and the camera's buffers, then the key's
+    # 24 KB table, are allocated while large free blocks still exist; the rest comes after.
+    from device.link import FramedLink
+    from device.recorder import CHUNK_SIZE
+    from device.sim_hal import open_tty
+
+    tty = open_tty(a["link"])
+    link = FramedLink(tty, log)
+    camera_buf = bytearray(CHUNK_SIZE)
+    from device.keystore import DeviceKey
+
+    key = DeviceKey.load_or_create(a["storage"], log)
+
+    import asyncio
+
+    asyncio.run(run(a, tty, link, camera_buf, key))
+
+
+async def run(a, tty, link, camera_buf, key) -> None:
+    from device.clock import ClockService
+    from device.dock import DockServer
+    from device.hal import Hal
+    from device.recorder import Recorder
+    from device.sim_hal import SimBattery, SimCamera, SimClock, SimIndicator, SimStorage
+    from device.store import RecordStore
+
+    storage = SimStorage(a["storage"], a["capacity-mb"] * 1024 * 1024)
+    faults = [a["fault"]] if a["fault"] else []
     hal = Hal(
-        device_id=_device_id(a.storage, a.device_id),
-        clock=SimClock(a.skew_us, a.drift_ppm),
-        battery_main=SimBattery(4200, 3300, a.main_pct, bool(a.main_charging), 20),
-        battery_backup=SimBattery(3000, 2000, a.backup_pct),
+        device_id=_device_id(a["storage"], a["device-id"]),
+        clock=SimClock(a["skew-us"], a["drift-ppm"]),
+        battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]), 20),
+        battery_backup=SimBattery(3000, 2000, a["backup-pct"]),
         storage=storage,
-        camera=SimCamera(a.bitrate),
+        camera=SimCamera(a["bitrate"]),
         indicator=SimIndicator(log),
-        link=TtyLink(a.link),
+        link=tty,
         selftest=lambda: faults,
     )
-    key = DeviceKey.load_or_create(a.storage, log)
-    store = RecordStore(a.storage)
-    clock = ClockService(hal.clock, a.storage)
-    recorder = Recorder(hal, store, key, clock, log)
+    store = RecordStore(a["storage"])
+    clock = ClockService(hal.clock, a["storage"])
+    recorder = Recorder(hal, store, key, clock, log, buf=camera_buf)
     log("booted %s, chain head %d" % (hal.device_id, store.head_seq))
-    for _ in range(a.segments):
-        recorder.record_segment(a.segment_ms)
-    server = DockServer(hal, store, key, clock, log)
+    for _ in range(a["segments"]):
+        await recorder.record_segment(a["segment-ms"])
+    server = DockServer(link, hal, store, key, clock, log)
     log("ready for the dock")
-    server.serve_forever()
+    await server.serve()
 
 
 if __name__ == "__main__":

@@ -18,20 +18,22 @@ except ImportError:
         return x
 
 
-_CHUNK = const(32768)
+CHUNK_SIZE = const(8192)  # camera bytes per write: small, it lives in the heap for good
 
 
 class Recorder:
-    def __init__(self, hal, store, key, clock, log, policy: str = manifest.DEFAULT_POLICY) -> None:
+    def __init__(self, hal, store, key, clock, log, policy: str = manifest.DEFAULT_POLICY,
+                 buf=None) -> None:
         self.hal = hal
         self.store = store
         self.key = key
         self.clock = clock
         self.policy = policy
         self._log = log
-        self._buf = bytearray(_CHUNK)  # one buffer for the whole life of the recorder
+        # One buffer for the recorder's whole life (boot code may allocate it early).
+        self._buf = buf if buf is not None else bytearray(CHUNK_SIZE)
 
-    def record_segment(self, seconds_ms: int) -> int:
+    async def record_segment(self, seconds_ms: int) -> int:
         """Record one segment of `seconds_ms` milliseconds; return its sequence number."""
         seq = self.store.head_seq + 1
         part = self.store.path(seq, ".part")
@@ -46,7 +48,7 @@ class Recorder:
         camera.start()
         with open(part, "wb") as f:
             while self.clock.now_us() < t_stop:
-                n = camera.read_into(self._buf)
+                n = await camera.read_into(self._buf)
                 chunk = mv[:n]
                 digest.update(chunk)
                 f.write(chunk)

@@ -1,10 +1,9 @@
 """Simulated hardware for the MicroPython unix port: what tests and the demo run on."""
 
+import asyncio
 import os
-import select
-import time
-
 import termios
+import time
 
 try:
     from micropython import const
@@ -16,7 +15,7 @@ except ImportError:
 
 _VTIME = const(5)  # termios cc indices (the module has no names for them)
 _VMIN = const(6)
-_PATTERN_SIZE = const(65536)
+_PATTERN_SIZE = const(4096)
 
 
 def _wall_us() -> int:
@@ -39,7 +38,7 @@ class SimClock:
         self._skew += delta_us
 
     def truth_error_us(self) -> int:
-        """How far this clock is from true time now (for benchmarks: the simulation's ground truth)."""
+        """How far this clock is from true time (the simulation's ground truth, for benchmarks)."""
         return self.now_us() - _wall_us()
 
 
@@ -112,7 +111,7 @@ class SimCamera:
 
     def __init__(self, bitrate_bps: int) -> None:
         self.bitrate = bitrate_bps
-        self._pattern = os.urandom(_PATTERN_SIZE)
+        self._pattern = memoryview(os.urandom(_PATTERN_SIZE))  # sliced without copies
         self._counter = 0
         self._t0 = 0
         self._produced = 0
@@ -124,15 +123,17 @@ class SimCamera:
     def stop(self) -> None:
         pass
 
-    def read_into(self, buf) -> int:
-        n = min(len(buf), _PATTERN_SIZE)
+    async def read_into(self, buf) -> int:
+        n = len(buf)
         # Wait until the encoder would have produced these bytes.
         due_us = (self._produced + n) * 8000000 // self.bitrate
         wait = due_us - time.ticks_diff(time.ticks_us(), self._t0)
         if wait > 0:
-            time.sleep_us(wait)
+            await asyncio.sleep_ms((wait + 999) // 1000)
         mv = memoryview(buf)
-        mv[:n] = self._pattern[:n]
+        for at in range(0, n, _PATTERN_SIZE):
+            end = min(n, at + _PATTERN_SIZE)
+            mv[at:end] = self._pattern[: end - at]
         self._counter += 1
         c = self._counter
         for i in range(8):
@@ -151,27 +152,14 @@ class SimIndicator:
         self._log("indicator: " + state)
 
 
-class TtyLink:
-    """A serial line on a tty (a pty in simulation): raw, non-blocking reads, blocking writes."""
-
-    def __init__(self, path: str) -> None:
-        self._f = open(path, "r+b")
-        fd = self._f.fileno()
-        termios.setraw(fd)
-        attrs = termios.tcgetattr(fd)
-        # VMIN=0, VTIME=0: read returns what is there at once; we wait with poll instead.
-        attrs[6][_VMIN] = 0
-        attrs[6][_VTIME] = 0
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        self._poll = select.poll()
-        self._poll.register(self._f, select.POLLIN)
-
-    def wait(self, timeout_ms: int) -> bool:
-        return bool(self._poll.poll(timeout_ms))
-
-    def readinto(self, buf) -> int:
-        n = self._f.readinto(buf)
-        return n or 0
-
-    def write(self, buf) -> None:
-        self._f.write(buf)
+def open_tty(path: str):
+    """A serial line on a tty (a pty in simulation), raw, with UART-like non-blocking reads."""
+    f = open(path, "r+b")
+    fd = f.fileno()
+    termios.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    # VMIN=0, VTIME=0: a read returns what is there at once; asyncio polls for readiness.
+    attrs[6][_VMIN] = 0
+    attrs[6][_VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    return f

@@ -9,10 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import protocol
+from host_agent.firmware import SOURCE_ROOT, cached_build
 from host_agent.nullmodem import NullModem
-
-FIRMWARE_ROOT = Path(protocol.__file__).resolve().parent.parent  # holds device/ and protocol/
 
 
 @dataclass
@@ -28,7 +26,8 @@ class SimConfig:
     capacity_mb: int = 32768
     device_id: str = ""
     fault: str = ""
-    heapsize: str = ""
+    heapsize: str = ""  # e.g. "128k": the heap of the target board class
+    from_source: bool = False  # run device/*.py instead of the mpy-cross build
 
 
 def micropython_command() -> str:
@@ -72,7 +71,8 @@ class SimulatedRecorder:
             cmd += ["--device-id", c.device_id]
         if c.fault:
             cmd += ["--fault", c.fault]
-        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE_ROOT}")
+        firmware = SOURCE_ROOT if c.from_source else cached_build()
+        env = dict(os.environ, MICROPYPATH=f".frozen:{firmware}")
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,

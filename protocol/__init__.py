@@ -1,1 +1,4 @@
-"""What the recorder and the dock speak: pure code, no I/O, same files on MicroPython and CPython."""
+"""What the recorder and the dock speak.
+
+Pure code, no I/O; the same files run on MicroPython and CPython.
+"""

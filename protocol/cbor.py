@@ -76,7 +76,7 @@ class Tag:
         return not self.__eq__(other)
 
     # Mutable value: like list, not hashable (also keeps it out of map keys).
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self):
         return f"Tag({self.tag}, {self.value!r})"

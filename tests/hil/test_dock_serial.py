@@ -150,3 +150,11 @@ def test_demo_json_then_vault_verify_catches_one_changed_byte(tmp_path: Path) ->
     problems = json.loads(bad.stdout)["problems"]
     assert [p["code"] for p in problems] == ["hash_mismatch"]
     assert victim.name in problems[0]["path"]
+
+
+def test_the_mpy_firmware_docks_within_a_256k_heap(tmp_path: Path) -> None:
+    # On the unix port the heap also holds ~60 KB of bytecode that a board keeps in flash.
+    with docked(tmp_path, heapsize="256k", segments=2) as (rec, session):
+        report = dock(session)
+    assert report.offload["stored"] == [1, 2]
+    assert "MemoryError" not in rec.log_text()

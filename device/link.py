@@ -1,0 +1,64 @@
+"""The dock link as the dock server sees it: payloads in, payloads out (asyncio).
+
+`FramedLink` carries payloads as frames on a byte stream: a UART, a USB-CDC port, or a pty in
+simulation. Another link (MQTT) offers the same four members:
+
+    await receive() -> payload (bytes)
+    tx, TX_AT, tx_room   a preallocated buffer; a payload of up to tx_room bytes is built
+                         at tx[TX_AT:]
+    await send_tx(n)     send the n-byte payload built in tx
+    await send(payload)
+
+so the server can stream segment data from one buffer with no copy per chunk.
+"""
+
+import asyncio
+
+from protocol import framing, messages
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef,misc]
+        return x
+
+
+CHUNK_SIZE = const(32768)  # segment bytes per data payload
+MAX_REQUEST = const(4096)  # requests are small; a longer frame is noise or an attack
+_RX_SIZE = const(4096)
+
+
+class FramedLink:
+    TX_AT = framing.HEADER_SIZE
+
+    def __init__(self, stream, log) -> None:
+        self._reader = asyncio.StreamReader(stream)
+        self._writer = asyncio.StreamWriter(stream, {})
+        self._decoder = framing.FrameDecoder(max_payload=MAX_REQUEST)
+        self._rx = bytearray(_RX_SIZE)
+        self.tx = bytearray(framing.OVERHEAD + messages.DATA_HEADER_SIZE + CHUNK_SIZE)
+        self.tx_room = len(self.tx) - framing.OVERHEAD
+        self._log = log
+
+    async def receive(self):
+        rx = memoryview(self._rx)
+        while True:
+            payload = self._decoder.next_frame()
+            if payload is not None:
+                return payload
+            noise = self._decoder.take_noise()
+            if noise:
+                self._log("link: skipped %d bytes of noise" % len(noise))
+            n = await self._reader.readinto(self._rx)
+            if n:
+                self._decoder.receive_data(rx[:n])
+
+    async def send_tx(self, n: int) -> None:
+        size = framing.frame_into(self.tx, n)
+        self._writer.write(memoryview(self.tx)[:size])
+        await self._writer.drain()
+
+    async def send(self, payload) -> None:
+        self._writer.write(framing.encode_frame(payload))
+        await self._writer.drain()
