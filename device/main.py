@@ -17,6 +17,7 @@ def log(text: str) -> None:
 _OPTIONS = {
     # name: default (an int default makes the option an int)
     "link": "",  # tty path of the dock link
+    "mqtt": "",  # host:port of an MQTT broker: dock over MQTT instead of the serial link
     "storage": "",  # directory standing in for the card
     "device-id": "",
     "segments": 0,  # segments to record at boot
@@ -44,9 +45,10 @@ def _args(argv) -> dict:
         value = argv[i + 1]
         opts[name] = int(value) if isinstance(_OPTIONS[name], int) else value
         i += 2
-    for name in ("link", "storage"):
-        if not opts[name]:
-            raise SystemExit("device: --%s is required" % name)
+    if not opts["storage"]:
+        raise SystemExit("device: --storage is required")
+    if not (opts["link"] or opts["mqtt"]):
+        raise SystemExit("device: --link or --mqtt is required")
     return opts
 
 
@@ -72,12 +74,20 @@ def main(argv) -> None:
     a = _args(argv)
     # Boot order matters on a small heap: the link's and the camera's buffers, then the key's
     # 24 KB table, are allocated while large free blocks still exist; the rest comes after.
-    from device.link import FramedLink
     from device.recorder import CHUNK_SIZE
-    from device.sim_hal import open_tty
 
-    tty = open_tty(a["link"])
-    link = FramedLink(tty, log)
+    tty = None
+    if a["mqtt"]:
+        from device.mqtt_link import MqttLink
+
+        host, _, port = a["mqtt"].rpartition(":")
+        link = MqttLink(host, int(port), _device_id(a["storage"], a["device-id"]), log)
+    else:
+        from device.link import FramedLink
+        from device.sim_hal import open_tty
+
+        tty = open_tty(a["link"])
+        link = FramedLink(tty, log)
     camera_buf = bytearray(CHUNK_SIZE)
     from device.keystore import DeviceKey
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from host_agent.evidence import key_id
 from host_agent.serial_transport import SerialTransport
 from host_agent.session import DockReport, DockSession, SessionError, dock
 from host_agent.simulator import SimConfig, SimulatedRecorder
-from host_agent.transport import TransportError
+from host_agent.transport import Transport, TransportError
 from host_agent.vault import Vault, VaultError
 
 log = logging.getLogger("bodycam")
@@ -128,32 +129,54 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
 
 
 # -- commands -------------------------------------------------------------------------------
+def _mqtt_transport(broker: str, device_id: str) -> Transport:
+    from host_agent.mqtt_transport import MqttTransport
+
+    host, _, port = broker.rpartition(":")
+    return MqttTransport(host or "127.0.0.1", int(port), device_id)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     if not args.json:
         print(f"Recording {args.segments} segments of {args.segment_ms} ms on a simulated "
-              f"recorder (MicroPython), then docking it…", file=sys.stderr)
-    with SimulatedRecorder(base / "device", _sim_config(args), base / "device.log") as rec, \
-            Vault.open(base / "vault") as vault:
-        transport = SerialTransport(rec.port)
+              f"recorder (MicroPython), then docking it over "
+              f"{'MQTT (mosquitto)' if args.mqtt else 'a serial line (pty)'}…", file=sys.stderr)
+    with ExitStack() as stack:
+        config = _sim_config(args)
+        if args.mqtt:
+            from host_agent.broker import Mosquitto
+
+            broker = stack.enter_context(Mosquitto(base / "broker"))
+            config.mqtt = f"{broker.host}:{broker.port}"
+            config.device_id = config.device_id or "SIM-DEMO-" + base.name[-6:].upper()
+        rec = stack.enter_context(SimulatedRecorder(base / "device", config, base / "device.log"))
+        vault = stack.enter_context(Vault.open(base / "vault"))
+        transport = (_mqtt_transport(config.mqtt, config.device_id) if args.mqtt
+                     else SerialTransport(rec.port))
         transport.open()
+        stack.callback(transport.close)
         try:
             session = DockSession(transport, vault, dock_id="demo-dock", enroll_unknown=True)
             report = dock(session, ProgressBar("offload"))
         except (SessionError, TransportError) as exc:
             print(f"demo failed: {exc}\n--- device log ---\n{rec.log_text()}", file=sys.stderr)
             return 1
-        finally:
-            transport.close()
     _emit(args, report)
     return 0 if not report.offload["quarantined"] else 1
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     storage = Path(args.storage) if args.storage else Path(tempfile.mkdtemp(prefix="bodycam-sim-"))
-    rec = SimulatedRecorder(storage, _sim_config(args), storage.parent / "device.log").start()
-    print(f"recorder running; dock it with:\n  bodycam dock --port {rec.port} --vault VAULT_DIR"
+    config = _sim_config(args)
+    if args.mqtt:
+        config.mqtt = args.mqtt
+        config.device_id = config.device_id or "SIM-" + storage.name[-6:].upper()
+    rec = SimulatedRecorder(storage, config, storage.parent / "device.log").start()
+    how = (f"--mqtt {args.mqtt} --device {config.device_id}" if args.mqtt
+           else f"--port {rec.port}")
+    print(f"recorder running; dock it with:\n  bodycam dock {how} --vault VAULT_DIR"
           f"\ndevice storage {storage}, log {rec.log_path}; Ctrl-C stops it", flush=True)
     stop = False
 
@@ -172,8 +195,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_port(args: argparse.Namespace) -> SerialTransport:
-    transport = SerialTransport(args.port, baudrate=args.baud)
+def _open_port(args: argparse.Namespace) -> Transport:
+    transport: Transport
+    if args.mqtt:
+        transport = _mqtt_transport(args.mqtt, args.device)
+    else:
+        transport = SerialTransport(args.port, baudrate=args.baud)
     transport.open()
     return transport
 
@@ -268,18 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulated recorder docked end to end")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--mqtt", action="store_true", help="dock over a mosquitto broker it starts")
     p.add_argument("--dir", help="where the vault and device storage go (default: a new temp dir)")
     _add_sim_options(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sim", help="run a simulated recorder on a pty")
     p.add_argument("--storage", help="device storage directory (kept across runs)")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="dock over this MQTT broker")
     _add_sim_options(p)
     p.set_defaults(func=cmd_sim)
 
     for name, func in (("dock", cmd_dock), ("enroll", cmd_enroll)):
         p = sub.add_parser(name)
         p.add_argument("--port", help="serial port (pyserial URL)")
+        p.add_argument("--mqtt", metavar="HOST:PORT", help="dock over this MQTT broker instead")
+        p.add_argument("--device", help="with --mqtt: the recorder's device id")
         p.add_argument("--vault", required=True)
         p.add_argument("--baud", type=int, default=921600)
         p.add_argument("--dock-id", default="dock")
@@ -307,10 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.log_json)
-    if args.command in ("dock",) and not args.port:
-        parser.error("dock needs --port")
-    if args.command == "enroll" and not args.port and not (args.device_id and args.public_key):
-        parser.error("enroll needs --port, or --device-id with --public-key")
+    if args.command in ("dock", "enroll") and args.mqtt and not args.device:
+        parser.error(f"{args.command} --mqtt needs --device ID")
+    if args.command == "dock" and not (args.port or args.mqtt):
+        parser.error("dock needs --port or --mqtt")
+    if args.command == "enroll" and not (args.port or args.mqtt) and not (
+            args.device_id and args.public_key):
+        parser.error("enroll needs --port or --mqtt, or --device-id with --public-key")
     return int(args.func(args))
 
 

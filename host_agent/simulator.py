@@ -27,6 +27,7 @@ class SimConfig:
     device_id: str = ""
     fault: str = ""
     heapsize: str = ""  # e.g. "128k": the heap of the target board class
+    mqtt: str = ""  # "host:port": the recorder docks over this MQTT broker, not the serial line
     from_source: bool = False  # run device/*.py instead of the mpy-cross build
 
 
@@ -71,6 +72,8 @@ class SimulatedRecorder:
             cmd += ["--device-id", c.device_id]
         if c.fault:
             cmd += ["--fault", c.fault]
+        if c.mqtt:
+            cmd += ["--mqtt", c.mqtt]
         firmware = SOURCE_ROOT if c.from_source else cached_build()
         env = dict(os.environ, MICROPYPATH=f".frozen:{firmware}")
         log = open(self.log_path, "ab")
