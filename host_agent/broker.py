@@ -1,0 +1,137 @@
+"""A real mosquitto broker on loopback, for the demo, the tests and the benchmark.
+
+    with Mosquitto(workdir) as broker:          # a free 127.0.0.1 port unless port= is given
+        ... broker.host, broker.port ...
+        broker.restart()                        # same port: clients must reconnect
+
+The configuration is written to workdir/mosquitto.conf (persistence off, TCP_NODELAY on,
+log to workdir/mosquitto.log); `extra_config` lines are appended (password_file, acl_file,
+…). The process is stopped by its PID, never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class BrokerError(Exception):
+    """mosquitto is missing, or did not start (the message quotes its log)."""
+
+
+def mosquitto_binary() -> str:
+    """The mosquitto executable; BrokerError saying how to install it if there is none."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for path in _CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    raise BrokerError("mosquitto is not installed: apt-get install mosquitto")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, *, port: int = 0, host: str = "127.0.0.1",
+                 extra_config: list[str] | tuple[str, ...] = (),
+                 start_timeout: float = 10.0) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.extra_config = list(extra_config)
+        self.start_timeout = start_timeout
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def config_text(self) -> str:
+        lines = [
+            "# written by host_agent/broker.py",
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true" if not any(
+                line.startswith(("allow_anonymous", "password_file")) for line in self.extra_config
+            ) else "",
+            "set_tcp_nodelay true",
+            "persistence false",
+            # Started as root, mosquitto drops to the `mosquitto` user, which cannot open files
+            # in a private work directory (pytest's tmp_path is 0700): stay who we are.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}" if os.geteuid() == 0 else "",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            *self.extra_config,
+        ]
+        return "\n".join(line for line in lines if line) + "\n"
+
+    def start(self) -> Mosquitto:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        exe = mosquitto_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self.config_text())
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self.proc = None
+                raise BrokerError(f"mosquitto exited at start: {err.strip()}\n{self.log_text()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} "
+                                      f"within {self.start_timeout}s\n{self.log_text()}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def restart(self) -> None:
+        """Stop the broker and start it again on the same port (every client is dropped)."""
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
