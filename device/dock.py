@@ -20,17 +20,21 @@ except ImportError:
 
 MAX_READ = const(16 * 1024 * 1024)
 _LIST_LIMIT = const(64)
+_LIST_BYTES = const(6144)  # records per answer: a small heap holds the answer a few times over
 
 
 class DockServer:
-    def __init__(self, link, hal, store, key, clock, log) -> None:
+    def __init__(self, link, hal, store, key, clock, log, policies=None, recorder=None) -> None:
         self.link = link
         self.hal = hal
         self.store = store
         self.key = key
         self.clock = clock
         self._log = log
+        self.policies = policies
+        self.recorder = recorder
         self._handlers = {
+            "policy_set": self._policy_set,
             "hello": self._hello,
             "get_status": self._status,
             "ping": self._ping,
@@ -94,6 +98,8 @@ class DockServer:
             clock=self.clock.describe(),
             health={"faults": hal.selftest()},
             pending=len(self.store.pending()),
+            policy=self.policies.name if self.policies else "",
+            recording=bool(self.recorder and (self.recorder.recording or self.recorder.busy)),
         ))
 
     async def _ping(self, msg) -> None:
@@ -112,11 +118,15 @@ class DockServer:
         limit = max(1, min(msg["limit"], _LIST_LIMIT))
         seqs = [s for s in self.store.pending() if s >= msg["from_seq"]]
         items = []
+        size = 0
         for seq in seqs[:limit]:
-            items.append({"seq": seq, "record": self.store.read_record(seq),
-                          "stored": self.store.data_size(seq)})
+            record = self.store.read_record(seq)
+            items.append({"seq": seq, "record": record, "stored": self.store.data_size(seq)})
+            size += len(record)
+            if size >= _LIST_BYTES:
+                break
         await self.send(messages.make("records", rid=msg["rid"], items=items,
-                                      more=len(seqs) > limit))
+                                      more=len(seqs) > len(items)))
 
     async def _read(self, msg) -> None:
         seq, offset, length = msg["seq"], msg["offset"], msg["length"]
@@ -146,6 +156,24 @@ class DockServer:
                 sent += n
         await self.send(messages.make("read_done", rid=msg["rid"], seq=seq, offset=offset,
                                       length=sent))
+
+    async def _policy_set(self, msg) -> None:
+        from protocol.policy import PolicyError
+
+        if self.policies is None:
+            await self._error(msg["rid"], messages.E_BAD_REQUEST, "this device takes no policy")
+            return
+        try:
+            name = self.policies.adopt(msg["policy"])
+        except PolicyError as exc:
+            if self.recorder:
+                self.recorder.event("policy_rejected", {"reason": str(exc)})
+            await self._error(msg["rid"], messages.E_POLICY, str(exc))
+            return
+        if self.recorder:
+            self.recorder.event("policy_adopted", {"policy": name})
+        self._log("adopted policy %s" % name)
+        await self.send(messages.make("policy_ok", rid=msg["rid"], policy=name))
 
     async def _release(self, msg) -> None:
         seq = msg["seq"]

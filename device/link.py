@@ -13,6 +13,8 @@ so the server can stream segment data from one buffer with no copy per chunk.
 """
 
 import asyncio
+import binascii
+import struct
 
 from protocol import framing, messages
 
@@ -39,6 +41,8 @@ class FramedLink:
         self._rx = bytearray(_RX_SIZE)
         self.tx = bytearray(framing.OVERHEAD + messages.DATA_HEADER_SIZE + CHUNK_SIZE)
         self.tx_room = len(self.tx) - framing.OVERHEAD
+        self._head = bytearray(framing.HEADER_SIZE)
+        self._tail = bytearray(framing.TRAILER_SIZE)
         self._log = log
 
     async def receive(self):
@@ -60,5 +64,14 @@ class FramedLink:
         await self._writer.drain()
 
     async def send(self, payload) -> None:
-        self._writer.write(framing.encode_frame(payload))
+        # Header, payload, trailer written in place: no framed copy of the payload.
+        head, tail = self._head, self._tail
+        n = len(payload)
+        head[0:2] = framing.MAGIC
+        struct.pack_into("<I", head, 2, n)
+        struct.pack_into("<I", head, 6, binascii.crc32(memoryview(head)[0:6]))
+        struct.pack_into("<I", tail, 0, binascii.crc32(payload))
+        self._writer.write(head)
+        self._writer.write(payload)
+        self._writer.write(tail)
         await self._writer.drain()

@@ -5,6 +5,7 @@ simulated camera, then serves the dock protocol on the link until killed. Logs g
 never onto the link.
 """
 
+import asyncio
 import sys
 
 # Imports are inside main() and run(): see the boot order in main().
@@ -30,6 +31,8 @@ _OPTIONS = {
     "backup-pct": 90,
     "capacity-mb": 32768,
     "fault": "",  # a self-test fault to report
+    "unit-key": "",  # hex public key of the unit, set at commissioning (signs policies)
+    "pre-event-s": -1,  # override the policy's pre-event buffer (simulation speed-up)
 }
 
 
@@ -77,6 +80,7 @@ def main(argv) -> None:
     from device.recorder import CHUNK_SIZE
 
     tty = None
+    link: object
     if a["mqtt"]:
         from device.mqtt_link import MqttLink
 
@@ -93,8 +97,6 @@ def main(argv) -> None:
 
     key = DeviceKey.load_or_create(a["storage"], log)
 
-    import asyncio
-
     asyncio.run(run(a, tty, link, camera_buf, key))
 
 
@@ -102,8 +104,9 @@ async def run(a, tty, link, camera_buf, key) -> None:
     from device.clock import ClockService
     from device.dock import DockServer
     from device.hal import Hal
+    from device.policy_store import PolicyStore
     from device.recorder import Recorder
-    from device.sim_hal import SimBattery, SimCamera, SimClock, SimIndicator, SimStorage
+    from device.sim_hal import SimBattery, SimCamera, SimClock, SimIndicator, SimStorage, SimUI
     from device.store import RecordStore
 
     storage = SimStorage(a["storage"], a["capacity-mb"] * 1024 * 1024)
@@ -119,15 +122,40 @@ async def run(a, tty, link, camera_buf, key) -> None:
         link=tty,
         selftest=lambda: faults,
     )
+    policies = PolicyStore(a["storage"], log)
+    if a["unit-key"]:
+        from binascii import unhexlify
+
+        policies.commission(unhexlify(a["unit-key"]))
+    if a["pre-event-s"] >= 0:
+        policies.current["thresholds"]["pre_event_s"] = a["pre-event-s"]
     store = RecordStore(a["storage"])
     clock = ClockService(hal.clock, a["storage"])
-    recorder = Recorder(hal, store, key, clock, log, buf=camera_buf)
-    log("booted %s, chain head %d" % (hal.device_id, store.head_seq))
-    for _ in range(a["segments"]):
-        await recorder.record_segment(a["segment-ms"])
-    server = DockServer(link, hal, store, key, clock, log)
+    recorder = Recorder(hal, store, key, clock, policies, log, buf=camera_buf,
+                        segment_ms=a["segment-ms"])
+    log("booted %s, chain head %d, policy %s" % (hal.device_id, store.head_seq, policies.name))
+    recorder.recover()
+    asyncio.create_task(recorder.run())
+    if a["segments"]:
+        await recorder.record_segments(a["segments"])
+    asyncio.create_task(_ui(SimUI(), recorder))
+    server = DockServer(link, hal, store, key, clock, log, policies=policies, recorder=recorder)
     log("ready for the dock")
     await server.serve()
+
+
+async def _ui(ui, recorder) -> None:
+    """Buttons and menu (simulated: lines on stdin) drive the recorder."""
+    from device.recorder import Refused
+
+    while True:
+        action, args = await ui.next_action()
+        if not action:
+            continue
+        try:
+            log("ui: %s -> %s" % (action, recorder.handle(action, args)))
+        except Refused as exc:
+            log("ui: %s" % exc)
 
 
 if __name__ == "__main__":

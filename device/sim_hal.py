@@ -163,3 +163,28 @@ def open_tty(path: str):
     attrs[6][_VTIME] = 0
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return f
+
+
+class SimUI:
+    """The officer's buttons and menu, simulated: one action per line on stdin.
+
+    e.g. "record", "stop", "phase_start 4 GXSL-2026-017 4501-0233", "notice",
+    "end_request investigation ends", "end_confirm". End of input leaves the recorder running.
+    """
+
+    def __init__(self) -> None:
+        import sys
+
+        self._reader = asyncio.StreamReader(sys.stdin.buffer)
+        self._eof = False
+
+    async def next_action(self):
+        if self._eof:
+            await asyncio.sleep_ms(1000000)
+            return "", []
+        line = await self._reader.readline()
+        if not line:
+            self._eof = True
+            return "", []
+        words = line.decode().split()
+        return (words[0], words[1:]) if words else ("", [])

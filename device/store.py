@@ -2,7 +2,12 @@
 
 Layout under the storage root:
     rec/00000007.bin   segment data
-    rec/00000007.cose  its signed record (COSE_Sign1 bytes, exactly as sent to the dock)
+    rec/00000007.cose  its signed record (COSE_Sign1 bytes, exactly as sent to the dock);
+                       event and gap records have no .bin
+    rec/current.part   the segment being recorded
+    rec/current.meta   CBOR: when it started, its phase, and when the recorder was last alive;
+                       present exactly while recording is on, so finding it at boot means
+                       recording broke (power loss, crash)
     chain              CBOR {"seq", "hash"}: the last record, written by rename so it is atomic
 
 A record's files are removed only by `release`, which the dock sends after its vault holds
@@ -62,13 +67,39 @@ class RecordStore:
     def path(self, seq: int, ext: str) -> str:
         return "%s/%08d%s" % (self.dir, seq, ext)
 
-    def add(self, seq: int, part_path: str, cose_bytes) -> None:
-        """Commit a finished segment: data file in place, then its record, then the head."""
+    def add(self, seq: int, part_path, cose_bytes) -> None:
+        """Commit a record: its data file (if any) in place, then the record, then the head."""
         if seq != self.head_seq + 1:
             raise ValueError("record %d does not follow the chain head %d" % (seq, self.head_seq))
-        os.rename(part_path, self.path(seq, ".bin"))
+        if part_path:
+            os.rename(part_path, self.path(seq, ".bin"))
         _write_atomic(self.path(seq, ".cose"), cose_bytes)
         self._advance(seq, cose_bytes)
+
+    # -- the segment being recorded -----------------------------------------------------------
+    @property
+    def part_path(self) -> str:
+        return self.dir + "/current.part"
+
+    def write_meta(self, meta) -> None:
+        _write_atomic(self.dir + "/current.meta", cbor.encode(meta))
+
+    def read_meta(self):
+        """The meta of a recording that was on when the recorder last went down, or None."""
+        try:
+            with open(self.dir + "/current.meta", "rb") as f:
+                return cbor.decode(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def clear_meta(self) -> None:
+        try:
+            os.remove(self.dir + "/current.meta")
+        except OSError:
+            pass
+
+    def part_exists(self) -> bool:
+        return _exists(self.part_path)
 
     def read_record(self, seq: int) -> bytes:
         with open(self.path(seq, ".cose"), "rb") as f:

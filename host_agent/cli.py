@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +97,49 @@ def format_report(r: DockReport) -> str:
         f"Backup cell   {backup['mv']} mV  {backup['pct']}%",
         f"Storage       {storage['free'] / 2**30:.1f} GiB free"
         f" of {storage['total'] / 2**30:.1f} GiB",
-        f"Offload       {len(off['stored'])} segments verified and stored, "
-        f"{len(off['released'])} released on the device, {len(off['quarantined'])} quarantined",
+        f"Offload       {len(off['stored'])} records ({off['segments']} segments) verified and"
+        f" stored, {len(off['released'])} released on the device,"
+        f" {len(off['quarantined'])} quarantined",
         f"              {off['bytes'] / 1e6:.1f} MB in {off['seconds']:.2f} s = "
         f"{off['mb_per_s']:.1f} MB/s",
     ]
     for q in off["quarantined"]:
         lines.append(f"  QUARANTINED record {q['seq']}: {q['code']}: {q['detail']}")
+    if r.policy:
+        lines.append("Policy        " + ", ".join(f"{k} {v}" for k, v in r.policy.items()))
+    for p in r.phases:
+        lines += format_phase(p)
     verdict = "READY for duty" if r.readiness["ready"] else "NOT READY: " + "; ".join(
         r.readiness["reasons"])
     lines += [f"Readiness     {verdict}", f"Vault         {r.vault}"]
     return "\n".join(lines)
+
+
+def _clock_time(us: int | None) -> str:
+    if us is None:
+        return "—"
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_phase(p: dict[str, Any]) -> list[str]:
+    ended = (f"ended {_clock_time(p['ended_us'])} on “{p['end_trigger']}”" if p["ended_us"]
+             else "still open")
+    lines = [
+        f"Phase         row {p['row']} ({p['matter']}, {p['stage']}) case {p['case']}"
+        f" officer {p['officer']}",
+        f"              started {_clock_time(p['started_us'])}, {ended};"
+        f" {len(p['segments'])} segments, {p['recorded_us'] / 1e6:.1f} s recorded",
+        f"              notice to the party: {'given' if p['notice_given'] else 'NOT RECORDED'}",
+    ]
+    for e in p["refusals"]:
+        lines.append(f"              refused {e['detail'].get('action')} at {_clock_time(e['t'])}:"
+                     f" {e['detail'].get('reason')}")
+    for e in p["events"]:
+        if e["event"] not in ("refused", "phase_ended", "notice_given"):
+            lines.append(f"              {e['event']} at {_clock_time(e['t'])}")
+    for finding in p["findings"]:
+        lines.append(f"  FINDING: {finding}")
+    return lines
 
 
 def _emit(args: argparse.Namespace, report: DockReport) -> None:
@@ -136,6 +169,24 @@ def _mqtt_transport(broker: str, device_id: str) -> Transport:
     return MqttTransport(host or "127.0.0.1", int(port), device_id)
 
 
+def _demo_phase(rec: SimulatedRecorder, segment_ms: int) -> None:
+    """An on-site investigation (annex row 4) with a refused pause, as an officer would do it."""
+    rec.wait_for("ready for the dock", timeout=60)
+    steps = [
+        ("phase_start 4 GXSL-2026-0417 4501-0233", 0.5),
+        ("notice whole process recorded", 0.3),
+        ("pause", 0.3),  # refused: row 4 is recorded without interruption
+        ("bookmark", max(0.3, segment_ms / 1000)),
+        ("end_request investigation ends", 0.1),
+        ("end_confirm", 0.3),
+        ("stop", 0.0),
+    ]
+    for action, pause_s in steps:
+        rec.press(action)
+        time.sleep(pause_s)
+    rec.wait_for("device: indicator: idle\n", timeout=30)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -153,6 +204,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             config.device_id = config.device_id or "SIM-DEMO-" + base.name[-6:].upper()
         rec = stack.enter_context(SimulatedRecorder(base / "device", config, base / "device.log"))
         vault = stack.enter_context(Vault.open(base / "vault"))
+        if args.phase:
+            _demo_phase(rec, args.segment_ms)
         transport = (_mqtt_transport(config.mqtt, config.device_id) if args.mqtt
                      else SerialTransport(rec.port))
         transport.open()
@@ -296,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulated recorder docked end to end")
     p.add_argument("--json", action="store_true")
     p.add_argument("--mqtt", action="store_true", help="dock over a mosquitto broker it starts")
+    p.add_argument("--no-phase", dest="phase", action="store_false",
+                   help="skip the enforcement phase (row 4) with its refused pause")
     p.add_argument("--dir", help="where the vault and device storage go (default: a new temp dir)")
     _add_sim_options(p)
     p.set_defaults(func=cmd_demo)

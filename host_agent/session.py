@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,6 +71,7 @@ class Offload:
     stored: list[int] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
+    segments: int = 0
     bytes: int = 0
     seconds: float = 0.0
     resumed_reads: int = 0
@@ -181,6 +183,12 @@ class DockSession:
                  after.offset_us, after.bound_us)
         return result
 
+    def push_policy(self, signed: bytes) -> str:
+        """Deliver a unit-signed policy; the device checks the signature itself."""
+        reply = self.request("policy_set", policy=signed)
+        log.info("device adopted policy %s", reply["policy"])
+        return str(reply["policy"])
+
     def check_readiness(self, sync: clocksync.SyncResult | None) -> Readiness:
         status = self.request("get_status")
         th = self.thresholds
@@ -205,6 +213,8 @@ class DockSession:
             )
         if status["pending"]:
             reasons.append(f"{status['pending']} records still on the device")
+        if status["recording"]:
+            reasons.append("the recorder is recording")
         return Readiness(not reasons, reasons, status)
 
     # -- offload ------------------------------------------------------------------------------
@@ -254,12 +264,21 @@ class DockSession:
                 if progress:
                     progress(base + n, total)
 
-            with self.vault.incoming() as incoming:
-                self._download(seq, int(item["stored"]), incoming, result, step)
-                done += incoming.size
-                if fields is not None:
+            stored = int(item["stored"])
+            is_segment = fields is not None and fields["kind"] == manifest.KIND_SEGMENT
+            # Events and gaps carry no data; anything with data is fetched, even if suspect,
+            # so that quarantine keeps all that came.
+            with self.vault.incoming() if stored or is_segment else nullcontext() as incoming:
+                if incoming is not None:
+                    self._download(seq, stored, incoming, result, step)
+                    done += incoming.size
+                if fields is not None and not code:
                     try:
-                        verify_data(fields, incoming.sha256, incoming.size)
+                        if is_segment:
+                            assert incoming is not None
+                            verify_data(fields, incoming.sha256, incoming.size)
+                        elif incoming is not None:
+                            raise EvidenceError("malformed", f"{fields['kind']} record with data")
                     except EvidenceError as exc:
                         code, detail = exc.code, exc.detail
                 if code:
@@ -270,7 +289,9 @@ class DockSession:
                 receipt = self.vault.commit(record, fields, incoming)
             head_seq, head_hash = seq, receipt
             result.stored.append(seq)
-            log.info("stored record %d (%d bytes)", seq, fields["size"])
+            if is_segment:
+                result.segments += 1
+            log.info("stored %s record %d", fields["kind"], seq)
             self._release(seq, receipt, result)
         result.seconds = time.monotonic() - t0
         return result
@@ -352,16 +373,28 @@ class DockReport:
     offload: dict[str, Any]
     readiness: dict[str, Any]
     vault: str
+    policy: dict[str, Any] = field(default_factory=dict)
+    phases: list[dict[str, Any]] = field(default_factory=list)
     docking_id: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def dock(session: DockSession, progress: Progress | None = None) -> DockReport:
+def dock(
+    session: DockSession, progress: Progress | None = None, policy: bytes | None = None
+) -> DockReport:
     """The whole docking, in the order the rules want it, recorded in the vault's log."""
+    from host_agent import timeline
+
     ident = session.identify()
     sync = session.sync_clock()
+    policy_result: dict[str, Any] = {}
+    if policy is not None:
+        try:
+            policy_result = {"adopted": session.push_policy(policy)}
+        except DeviceError as exc:
+            policy_result = {"rejected": str(exc)}
     off = session.offload(progress)
     ready = session.check_readiness(sync)
     report = DockReport(
@@ -372,6 +405,7 @@ def dock(session: DockSession, progress: Progress | None = None) -> DockReport:
         clock=asdict(sync),
         offload={
             "stored": off.stored,
+            "segments": off.segments,
             "released": off.released,
             "quarantined": off.quarantined,
             "bytes": off.bytes,
@@ -381,6 +415,12 @@ def dock(session: DockSession, progress: Progress | None = None) -> DockReport:
         },
         readiness={"ready": ready.ready, "reasons": ready.reasons, "status": ready.status},
         vault=str(session.vault.root),
+        policy=policy_result,
+        phases=[
+            p.to_dict()
+            for p in timeline.device_timeline(session.vault, ident.device_id)
+            if set(p.segments + [e["seq"] for e in p.events]) & set(off.stored)
+        ],
     )
     report.docking_id = session.vault.log_docking(report.to_dict())
     return report

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class SimConfig:
     device_id: str = ""
     fault: str = ""
     heapsize: str = ""  # e.g. "128k": the heap of the target board class
+    unit_key: str = ""  # hex: the unit key the recorder is commissioned with (signs policies)
+    pre_event_s: int = 0  # pre-event buffer in standby (-1: what the policy says)
     mqtt: str = ""  # "host:port": the recorder docks over this MQTT broker, not the serial line
     from_source: bool = False  # run device/*.py instead of the mpy-cross build
 
@@ -74,15 +77,43 @@ class SimulatedRecorder:
             cmd += ["--fault", c.fault]
         if c.mqtt:
             cmd += ["--mqtt", c.mqtt]
+        if c.unit_key:
+            cmd += ["--unit-key", c.unit_key]
+        cmd += ["--pre-event-s", str(c.pre_event_s)]
         firmware = SOURCE_ROOT if c.from_source else cached_build()
         env = dict(os.environ, MICROPYPATH=f".frozen:{firmware}")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+            # stdin is the recorder's buttons and menu (device/sim_hal.SimUI).
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
                                          stdout=log, stderr=log)
         finally:
             log.close()
         return self
+
+    def press(self, action: str, timeout: float = 10.0) -> str:
+        """Do a UI action on the recorder; return what it answered ("ui: …" in its log)."""
+        assert self.proc is not None and self.proc.stdin is not None, "start() first"
+        before = self.log_text().count("device: ui: ")
+        self.proc.stdin.write(action.encode() + b"\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [ln for ln in self.log_text().splitlines() if ln.startswith("device: ui: ")]
+            if len(lines) > before:
+                return lines[before][len("device: ui: "):]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError(f"recorder did not answer {action!r}:\n{self.log_text()[-2000:]}")
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the recorder's log shows `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise RuntimeError(f"recorder never logged {text!r}:\n{self.log_text()[-2000:]}")
+            time.sleep(0.01)
 
     def kill(self) -> None:
         """Power cut: SIGKILL, no chance to tidy up."""

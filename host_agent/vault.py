@@ -30,6 +30,8 @@ Index tables (vault.sqlite):
     devices(device_id, public_key, key_id, enrolled_at, enrolled_by, note)
     records(device_id, seq, kind, record_sha256, prev, segment_sha256, size, t_start, t_end,
             clock_state, tracks, policy, truncated, stored_at)   PRIMARY KEY(device_id, seq)
+    events(device_id, seq, kind, name, t, phase_row, case_no, officer, detail)
+                                    the event and gap records, indexed by case for reports
     quarantine(id, device_id, seq, code, detail, path, at)
     dockings(id, device_id, at, report)                       report = JSON text
 
@@ -86,7 +88,7 @@ STALE_TMP_S = 24 * 3600
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OBJECT_NAME = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_NAME = re.compile(r"([0-9]{8})\.cose")
-_APPEND_ONLY = ("devices", "records", "quarantine", "dockings")
+_APPEND_ONLY = ("devices", "records", "events", "quarantine", "dockings")
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -118,6 +120,20 @@ CREATE TABLE records (
     stored_at TEXT NOT NULL,
     PRIMARY KEY (device_id, seq)
 );
+CREATE TABLE events (
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    phase_row INTEGER,
+    case_no TEXT,
+    officer TEXT,
+    detail TEXT NOT NULL CHECK (json_valid(detail)),
+    PRIMARY KEY (device_id, seq),
+    FOREIGN KEY (device_id, seq) REFERENCES records(device_id, seq)
+);
+CREATE INDEX events_by_case ON events(case_no, t);
 CREATE TABLE quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device_id TEXT,
@@ -155,6 +171,12 @@ class Problem:
     code: str
     path: str
     detail: str
+
+
+def _hex(obj: object) -> str:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    raise TypeError(f"not JSON: {type(obj).__name__}")
 
 
 def _now() -> str:
@@ -463,31 +485,37 @@ class Vault:
     def manifest_path(self, device_id: str, seq: int) -> Path:
         return self.root / "manifests" / device_id / f"{seq:08d}.cose"
 
-    def commit(self, record: bytes, fields: dict[str, object], incoming: Incoming) -> bytes:
-        """Store a verified segment record and its data durably; return the record hash.
+    def commit(
+        self, record: bytes, fields: dict[str, object], incoming: Incoming | None
+    ) -> bytes:
+        """Store a verified record (and a segment's data) durably; return the record hash.
 
-        The record is re-verified against the enrolled key and the stored chain head, and
-        must decode to exactly `fields`. Raises VaultError (storing nothing) otherwise.
+        Segments come with `incoming`; events and gaps carry no data and come without. The
+        record is re-verified against the enrolled key and the stored chain head, and must
+        decode to exactly `fields`. Raises VaultError (storing nothing) otherwise.
         """
         db = self.db
-        if incoming.path.parent != self._tmp:
-            raise VaultError("segment was not received into this vault")
         device_id = fields.get("device_id")
         seq = fields.get("seq")
         if not isinstance(device_id, str) or not isinstance(seq, int):
             raise VaultError("fields lack device_id/seq")
-        if fields.get("kind") != manifest.KIND_SEGMENT:
-            raise VaultError(f"cannot store a record of kind {fields.get('kind')!r}")
+        is_segment = fields.get("kind") == manifest.KIND_SEGMENT
+        if is_segment != (incoming is not None):
+            need = "needs" if is_segment else "takes no"
+            raise VaultError(f"a {fields.get('kind')} record {need} segment data")
         key = self.public_key(device_id)
         if key is None:
             raise VaultError(f"{device_id!r} is not enrolled")
-        try:
-            evidence.verify_data(fields, incoming.sha256, incoming.size)
-        except evidence.EvidenceError as exc:
-            raise VaultError(f"segment data refused: {exc}") from exc
+        if incoming is not None:
+            if incoming.path.parent != self._tmp:
+                raise VaultError("segment was not received into this vault")
+            try:
+                evidence.verify_data(fields, incoming.sha256, incoming.size)
+            except evidence.EvidenceError as exc:
+                raise VaultError(f"segment data refused: {exc}") from exc
+            incoming._seal()  # data durable before it gets a name
         record = bytes(record)
         receipt = manifest.record_hash(record)
-        incoming._seal()  # data durable before it gets a name
 
         db.execute("BEGIN IMMEDIATE")  # the head cannot move under us
         try:
@@ -500,8 +528,6 @@ class Vault:
                 raise VaultError(f"record refused: {exc}") from exc
             if signed != fields:
                 raise VaultError("fields differ from what the record's signature covers")
-            segment_sha = fields["sha256"]
-            assert isinstance(segment_sha, bytes)
             man_path = self.manifest_path(device_id, seq)
             man_exists = man_path.exists()
             if man_exists and man_path.read_bytes() != record:
@@ -509,7 +535,10 @@ class Vault:
                     f"{man_path.relative_to(self.root)} exists unindexed with other bytes;"
                     " run verify"
                 )
-            self._place_object(incoming, segment_sha)
+            if incoming is not None:
+                segment_sha = fields["sha256"]
+                assert isinstance(segment_sha, bytes)
+                self._place_object(incoming, segment_sha)
             if not man_exists:  # else: left by an interrupted commit of this same record
                 _mkdir_durable(man_path.parent)
                 _write_durable(self._tmp, man_path, record)
@@ -538,6 +567,10 @@ class Vault:
 
     def _insert_record(self, f: dict[str, Any], receipt: bytes) -> None:
         clock = f.get("clock")
+        kind = f["kind"]
+        # Events happen at an instant; a gap spans from the last sign of life to the reboot.
+        t_start = f.get("t_start", f.get("t", f.get("t_last")))
+        t_end = f.get("t_end", f.get("t", f.get("t_boot")))
         self.db.execute(
             "INSERT INTO records(device_id, seq, kind, record_sha256, prev, segment_sha256,"
             " size, t_start, t_end, clock_state, tracks, policy, truncated, stored_at)"
@@ -550,8 +583,8 @@ class Vault:
                 f["prev"],
                 f.get("sha256"),
                 f.get("size"),
-                f.get("t_start"),
-                f.get("t_end"),
+                t_start,
+                t_end,
                 clock.get("state") if isinstance(clock, dict) else None,
                 json.dumps(f["tracks"]) if "tracks" in f else None,
                 f["policy"],
@@ -559,6 +592,20 @@ class Vault:
                 _now(),
             ),
         )
+        if kind != manifest.KIND_SEGMENT:
+            phase = f.get("phase") or {}
+            if kind == manifest.KIND_GAP:
+                name = f["cause"]
+                detail = {k: f[k] for k in ("last_seq", "t_last", "t_boot", "battery_main",
+                                            "battery_backup")}
+            else:
+                name, detail = f["event"], f["detail"]
+            self.db.execute(
+                "INSERT INTO events(device_id, seq, kind, name, t, phase_row, case_no, officer,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f["device_id"], f["seq"], kind, name, t_start, phase.get("row"),
+                 phase.get("case"), phase.get("officer"), json.dumps(detail, default=_hex)),
+            )
 
     # -- quarantine and dockings ---------------------------------------------------------------
 

@@ -1,8 +1,17 @@
-"""The signed record: one per segment (later also events and gaps), chained by hash.
+"""The signed records of a recorder's one chain: segments, events and gaps.
 
 A record is a COSE_Sign1 whose payload is a CBOR map. `prev` is the SHA-256 of the previous
 record's COSE bytes exactly as stored, so removing, reordering or editing any record breaks
 every later link. The first record of a device carries 32 zero bytes.
+
+Kinds:
+  segment  a piece of recording: its data's SHA-256 and size, start/end time, tracks, and the
+           phase it belongs to ({} outside phases)
+  event    something that happened at time `t`: a phase started or ended, a refused
+           pause/stop/mute, the notice to the party (Art. 7), a warning (Art. 5(6)), a bookmark,
+           a policy adopted, a low battery, a clock step
+  gap      written at boot after recording broke anyway (power loss, crash, storage fault):
+           the cause, the last record before it, when the device was last alive, the batteries
 """
 
 import hashlib
@@ -20,8 +29,10 @@ except ImportError:
 FORMAT_VERSION = const(1)
 GENESIS = bytes(32)
 KIND_SEGMENT = "segment"
+KIND_EVENT = "event"
+KIND_GAP = "gap"
 TRACKS_AV = ["audio", "video"]  # Art. 2: audio and video captured together
-DEFAULT_POLICY = "gx-water-2019/annex-1"
+DEFAULT_POLICY = "gx-water-2019/1"  # protocol.policy.name(protocol.policy.annex())
 
 _I = "int"
 _B = "bytes"
@@ -46,7 +57,29 @@ _SEGMENT = (
     ("clock", dict),
     ("tracks", list),
     ("truncated", bool),
+    ("phase", dict),
+    ("pre_event_ms", _I),
 )
+# Fields an event record adds. `detail` depends on the event (see device/recorder.py).
+_EVENT = (
+    ("t", _I),
+    ("clock", dict),
+    ("event", _S),
+    ("detail", dict),
+    ("phase", dict),
+)
+# Fields a gap record adds.
+_GAP = (
+    ("cause", _S),
+    ("last_seq", _I),
+    ("t_last", _I),
+    ("t_boot", _I),
+    ("clock", dict),
+    ("battery_main", dict),
+    ("battery_backup", dict),
+    ("phase", dict),
+)
+_KINDS = {KIND_SEGMENT: _SEGMENT, KIND_EVENT: _EVENT, KIND_GAP: _GAP}
 
 
 class ManifestError(ValueError):
@@ -76,7 +109,11 @@ def _type_ok(value, kind) -> bool:
 def check(fields) -> dict:
     if not isinstance(fields, dict):
         raise ManifestError("manifest payload is not a map")
-    spec = _COMMON + (_SEGMENT if fields.get("kind") == KIND_SEGMENT else ())
+    kind = fields.get("kind")
+    extra = _KINDS.get(kind) if isinstance(kind, str) else None
+    if extra is None:
+        raise ManifestError("unknown record kind %r" % (kind,))
+    spec = _COMMON + extra
     for name, kind in spec:
         if name not in fields:
             raise ManifestError("manifest lacks %r" % name)

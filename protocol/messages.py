@@ -44,6 +44,7 @@ SCHEMA = {
     "list": (("rid", _I), ("from_seq", _I), ("limit", _I)),
     "read": (("rid", _I), ("seq", _I), ("offset", _I), ("length", _I)),
     "release": (("rid", _I), ("seq", _I), ("manifest_sha256", _B)),
+    "policy_set": (("rid", _I), ("policy", _B)),
     # device -> host
     "identify": (
         ("rid", _I),
@@ -61,12 +62,15 @@ SCHEMA = {
         ("clock", _M),
         ("health", _M),
         ("pending", _I),
+        ("policy", _S),
+        ("recording", _T),
     ),
     "pong": (("rid", _I), ("t1", _I), ("t2", _I), ("t3", _I)),
     "clock_set": (("rid", _I), ("before_us", _I), ("after_us", _I)),
     "records": (("rid", _I), ("items", _L), ("more", _T)),
     "read_done": (("rid", _I), ("seq", _I), ("offset", _I), ("length", _I)),
     "released": (("rid", _I), ("seq", _I)),
+    "policy_ok": (("rid", _I), ("policy", _S)),
     "error": (("rid", _I), ("code", _S), ("detail", _S)),
 }
 
@@ -76,6 +80,7 @@ E_UNKNOWN_RECORD = "unknown_record"
 E_MISMATCH = "mismatch"
 E_BUSY = "busy"
 E_INTERNAL = "internal"
+E_POLICY = "policy_rejected"
 
 
 class ProtocolError(ValueError):

@@ -56,6 +56,8 @@ class RecordChain:
             "clock": {"state": "synced", "synced_at": T0_US - 60_000_000, "uncertainty_us": 2000},
             "tracks": list(manifest.TRACKS_AV),
             "truncated": False,
+            "phase": {},
+            "pre_event_ms": 0,
         }
         fields.update(overrides)
         return fields

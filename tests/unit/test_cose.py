@@ -29,7 +29,7 @@ def independent_verify(record: bytes, public: bytes) -> dict:
 def test_golden_record_verifies_independently():
     v = VECTORS["records"][0]
     fields = independent_verify(bytes.fromhex(v["record"]), bytes.fromhex(v["public"]))
-    assert fields["seq"] == 1 and fields["prev"] == bytes(32)
+    assert fields["seq"] == 1 and fields["prev"] == bytes(32) and fields["phase"]["row"] == 4
     assert fields["tracks"] == ["audio", "video"]
     assert hashlib.sha256(bytes.fromhex(v["record"])).hexdigest() == v["record_sha256"]
 

@@ -1,0 +1,157 @@
+"""The annex as data: which enforcement phases must be recorded without interruption.
+
+The default policy is the annex of 桂水政法〔2019〕13号 (15 rows). A unit may refine it (Art. 12):
+add rows, tighten rows, and set thresholds. A refined policy travels as a COSE_Sign1 signed by
+the unit's key; the device adopts it only after checking that signature against the unit key it
+was commissioned with, that its version is newer, and that it keeps every mandated row.
+
+Policy document (CBOR map):
+  id, version        the name in every record's "policy" field is "<id>/<version>"
+  unit               who issued it
+  rows               list of {no, matter, stage, records, start, end, recorder, continuous}
+                     recorder is "recorder" (body-worn) or "hall_cctv"
+  thresholds         {pre_event_s 0..120, main_floor_pct, backup_floor_pct, storage_reserve_mb}
+"""
+
+from protocol import cbor, cose
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef,misc]
+        return x
+
+
+POLICY_FORMAT = const(1)
+MAX_PRE_EVENT_S = const(120)
+
+# (no, matter, stage, what is recorded, start trigger, end trigger, recorder)
+_ANNEX = (
+    (1, "licensing", "acceptance", "acceptance", "materials handed in", "acceptance ends",
+     "hall_cctv"),
+    (2, "licensing", "service", "service", "decision delivered", "service ends", "hall_cctv"),
+    (3, "licensing", "on-site survey", "survey", "survey starts", "survey ends", "recorder"),
+    (4, "penalty", "on-site investigation", "investigation", "investigation starts",
+     "investigation ends", "recorder"),
+    (5, "penalty", "interview record", "questioning", "questioning starts", "questioning ends",
+     "recorder"),
+    (6, "penalty", "hearing", "penalty hearing", "hearing starts", "hearing ends", "recorder"),
+    (7, "penalty", "service", "on-site service", "arrival at place of service",
+     "signature completed", "recorder"),
+    (8, "coercion", "seizure", "seizure", "arrival at seizure place", "signature completed",
+     "recorder"),
+    (9, "coercion", "on-site survey", "investigation", "investigation starts",
+     "investigation ends", "recorder"),
+    (10, "coercion", "interview record", "questioning", "questioning starts",
+     "questioning ends", "recorder"),
+    (11, "coercion", "hearing", "penalty hearing", "hearing starts", "hearing ends",
+     "recorder"),
+    (12, "coercion", "enforcement on site", "coercion", "arrival at enforcement site",
+     "coercion ends", "recorder"),
+    (13, "coercion", "service", "on-site service of documents", "arrival at place of service",
+     "party's signature", "recorder"),
+    (14, "levy", "on-site verification", "verification", "verification starts",
+     "verification ends", "recorder"),
+    (15, "inspection", "on-site inspection", "inspection", "inspection starts",
+     "inspection ends", "recorder"),
+)
+
+DEFAULT_THRESHOLDS = {
+    "pre_event_s": 30,
+    "main_floor_pct": 20,
+    "backup_floor_pct": 30,
+    "storage_reserve_mb": 2048,
+}
+
+
+class PolicyError(ValueError):
+    """A policy that must not be adopted; the message says why."""
+
+
+def annex() -> dict:
+    """The default policy: the annex exactly, every row "whole" (continuous)."""
+    rows = []
+    for no, matter, stage, records, start, end, recorder in _ANNEX:
+        rows.append({"no": no, "matter": matter, "stage": stage, "records": records,
+                     "start": start, "end": end, "recorder": recorder, "continuous": True})
+    return {"v": POLICY_FORMAT, "id": "gx-water-2019", "version": 1,
+            "unit": "Guangxi Water Resources Department", "rows": rows,
+            "thresholds": dict(DEFAULT_THRESHOLDS)}
+
+
+def name(policy: dict) -> str:
+    return "%s/%d" % (policy["id"], policy["version"])
+
+
+def row(policy: dict, no: int):
+    for r in policy["rows"]:
+        if r["no"] == no:
+            return r
+    return None
+
+
+def _int_in(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def check(policy) -> dict:
+    """Return `policy` if well formed and no looser than the annex, else raise PolicyError."""
+    if not isinstance(policy, dict) or policy.get("v") != POLICY_FORMAT:
+        raise PolicyError("not a policy document of format %d" % POLICY_FORMAT)
+    for key in ("id", "unit"):
+        if not isinstance(policy.get(key), str) or not policy[key]:
+            raise PolicyError("policy needs a %s" % key)
+    if not _int_in(policy.get("version"), 1, 1 << 31):
+        raise PolicyError("policy version must be a positive integer")
+    rows = policy.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise PolicyError("policy has no rows")
+    seen = {}
+    for r in rows:
+        if not isinstance(r, dict) or not _int_in(r.get("no"), 1, 9999):
+            raise PolicyError("every row needs a number")
+        for key in ("matter", "stage", "records", "start", "end", "recorder"):
+            if not isinstance(r.get(key), str) or not r[key]:
+                raise PolicyError("row %d lacks %s" % (r["no"], key))
+        if not isinstance(r.get("continuous"), bool):
+            raise PolicyError("row %d must say whether it is continuous" % r["no"])
+        if r["no"] in seen:
+            raise PolicyError("row %d appears twice" % r["no"])
+        seen[r["no"]] = r
+    # Art. 12 lets a unit refine the rules, not loosen them: every annex row stays, and every
+    # body-worn-recorder row stays continuous.
+    for no, _m, _s, _r, _start, _end, recorder in _ANNEX:
+        r = seen.get(no)
+        if r is None:
+            raise PolicyError("row %d of the annex is missing" % no)
+        if recorder == "recorder" and (r["recorder"] != "recorder" or not r["continuous"]):
+            raise PolicyError("row %d must stay a continuous body-worn recording" % no)
+    th = policy.get("thresholds")
+    if not isinstance(th, dict):
+        raise PolicyError("policy needs thresholds")
+    limits = (("pre_event_s", 0, MAX_PRE_EVENT_S), ("main_floor_pct", 0, 100),
+              ("backup_floor_pct", 0, 100), ("storage_reserve_mb", 0, 1 << 20))
+    for key, lo, hi in limits:
+        if not _int_in(th.get(key), lo, hi):
+            raise PolicyError("threshold %s must be within %d..%d" % (key, lo, hi))
+    return policy
+
+
+def sign(policy: dict, kid: bytes, sign_fn) -> bytes:
+    """The unit signs a policy (on the unit's machine; the device only verifies)."""
+    return cose.sign1(cbor.encode(check(policy)), kid, sign_fn)
+
+
+def open_signed(data, unit_public: bytes, verify_fn) -> dict:
+    """Check a signed policy against the unit key; `verify_fn(public, msg, sig) -> bool`."""
+    try:
+        env = cose.parse_sign1(data)
+    except cose.CoseError as exc:
+        raise PolicyError("not a signed policy: %s" % exc)
+    if not verify_fn(unit_public, env.tbs, env.signature):
+        raise PolicyError("policy signature does not verify with the unit key")
+    try:
+        return check(cbor.decode(env.payload))
+    except cbor.CBORError as exc:
+        raise PolicyError("policy payload: %s" % exc)
