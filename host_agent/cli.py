@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -158,7 +159,8 @@ def _json_default(obj: Any) -> Any:
 def _sim_config(args: argparse.Namespace) -> SimConfig:
     return SimConfig(segments=args.segments, segment_ms=args.segment_ms, bitrate=args.bitrate,
                      skew_us=args.skew_us, drift_ppm=args.drift_ppm, main_pct=args.main_pct,
-                     backup_pct=args.backup_pct, fault=args.fault)
+                     backup_pct=args.backup_pct, fault=args.fault, unit_key=args.unit_key,
+                     pre_event_s=args.pre_event_s)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -264,7 +266,8 @@ def cmd_dock(args: argparse.Namespace) -> int:
         try:
             session = DockSession(transport, vault, dock_id=args.dock_id,
                                   enroll_unknown=args.enroll_unknown)
-            report = dock(session, ProgressBar("offload"))
+            signed = Path(args.policy).read_bytes() if args.policy else None
+            report = dock(session, ProgressBar("offload"), policy=signed)
         except (SessionError, TransportError) as exc:
             print(f"dock: {exc}", file=sys.stderr)
             return 2
@@ -327,6 +330,75 @@ def cmd_vault_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_vault_timeline(args: argparse.Namespace) -> int:
+    from host_agent.timeline import device_timeline
+
+    try:
+        vault = Vault.open(args.dir, create=False)
+    except VaultError as exc:
+        print(f"vault timeline: {exc}", file=sys.stderr)
+        return 2
+    with vault:
+        devices = [args.device] if args.device else [str(d["device_id"]) for d in vault.devices()]
+        out = {d: [p.to_dict() for p in device_timeline(vault, d)] for d in devices}
+    if args.json:
+        print(json.dumps(out, indent=2, default=_json_default))
+    else:
+        for device_id, phases in out.items():
+            print(f"Recorder {device_id}: {len(phases)} phases")
+            for p in phases:
+                print("\n".join(format_phase(p)))
+    return 0
+
+
+def cmd_policy_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = out / "unit.key"
+    if key_path.exists():
+        print(f"policy keygen: {key_path} exists; not overwriting a unit key", file=sys.stderr)
+        return 2
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed)
+    public = private.public_key().public_bytes_raw().hex()
+    (out / "unit.pub").write_text(public + "\n")
+    print(f"unit key in {key_path} (keep it offline); public key {public}\n"
+          f"commission recorders with it (simulator: bodycam sim --unit-key {public})")
+    return 0
+
+
+def cmd_policy_template(args: argparse.Namespace) -> int:
+    from protocol.policy import annex
+
+    print(json.dumps(annex(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_policy_sign(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protocol import policy
+
+    try:
+        doc = json.loads(Path(args.policy).read_text())
+        seed = Path(args.key).read_bytes()
+        private = Ed25519PrivateKey.from_private_bytes(seed)
+        public = private.public_key().public_bytes_raw()
+        signed = policy.sign(doc, key_id(public), private.sign)
+    except (OSError, ValueError, policy.PolicyError) as exc:
+        print(f"policy sign: {exc}", file=sys.stderr)
+        return 2
+    Path(args.out).write_bytes(signed)
+    print(f"signed {policy.name(doc)} into {args.out} ({len(signed)} bytes)")
+    return 0
+
+
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     d = SimConfig()
     p.add_argument("--segments", type=int, default=d.segments)
@@ -337,6 +409,9 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--main-pct", type=int, default=d.main_pct)
     p.add_argument("--backup-pct", type=int, default=d.backup_pct)
     p.add_argument("--fault", default="", help="make the self-test report this fault")
+    p.add_argument("--unit-key", default="", help="commission with this unit public key (hex)")
+    p.add_argument("--pre-event-s", type=int, default=0,
+                   help="pre-event buffer in standby (-1: the policy's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "dock":
             p.add_argument("--enroll-unknown", action="store_true",
                            help="trust a new recorder on first sight (lab use only)")
+            p.add_argument("--policy", metavar="POLICY.cose",
+                           help="deliver this unit-signed policy (bodycam policy sign)")
         else:
             p.add_argument("--device-id", help="offline enrolment: the device id …")
             p.add_argument("--public-key", help="… and its public key (hex)")
@@ -386,6 +463,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_vault_verify)
+    v = vsub.add_parser("timeline", help="phases, their events and gaps, from the signed records")
+    v.add_argument("dir")
+    v.add_argument("--device", help="one recorder only")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_vault_timeline)
+
+    p = sub.add_parser("policy", help="the unit's recording policy (Art. 12)")
+    psub = p.add_subparsers(dest="policy_command", required=True)
+    k = psub.add_parser("keygen", help="make the unit's policy-signing key")
+    k.add_argument("--out", required=True, help="directory for unit.key and unit.pub")
+    k.set_defaults(func=cmd_policy_keygen)
+    t = psub.add_parser("template", help="print the annex as a policy document to refine")
+    t.set_defaults(func=cmd_policy_template)
+    g = psub.add_parser("sign", help="check and sign a refined policy")
+    g.add_argument("policy", help="policy JSON (start from `bodycam policy template`)")
+    g.add_argument("--key", required=True, help="unit.key")
+    g.add_argument("--out", required=True, help="signed policy, for `bodycam dock --policy`")
+    g.set_defaults(func=cmd_policy_sign)
     return parser
 
 
