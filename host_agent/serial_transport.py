@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable
@@ -42,8 +43,14 @@ class SerialTransport:
         except (serial.SerialException, OSError) as exc:
             raise Disconnected(f"cannot open {self._url}: {exc}") from exc
         self._port = port
+        # A POSIX tty (a UART, USB-CDC port or pty) is read straight from its descriptor: one
+        # read() per 4 KiB the line discipline hands over, instead of pyserial's select +
+        # in_waiting + read for each. Other URLs (socket://, loop://) go through pyserial.
+        fd = getattr(port, "fd", None)
+        self._fd: int | None = fd if isinstance(fd, int) and fd >= 0 else None
 
     def close(self) -> None:
+        self._fd = None
         if self._port is not None:
             self._port.close()
             self._port = None
@@ -57,6 +64,47 @@ class SerialTransport:
         self.bytes_out += len(frame)
 
     def receive(self, timeout: float) -> bytes | None:
+        """The next frame's payload, or None if none arrived within `timeout` seconds."""
+        payload = self.decoder.next_frame()
+        if payload is not None:
+            return payload
+        if self._fd is not None:
+            return self._receive_fd(self._fd, timeout)
+        return self._receive_port(timeout)
+
+    def _receive_fd(self, fd: int, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        decoder = self.decoder
+        waited = False
+        while True:
+            try:
+                data = os.read(fd, _MAX_READ)  # the port is non-blocking (pyserial opens it so)
+            except BlockingIOError:
+                data = b""
+            except OSError as exc:
+                raise Disconnected(f"{self._url}: {exc}") from exc
+            if data:
+                waited = False
+                self.bytes_in += len(data)
+                decoder.receive_data(data)
+                payload = decoder.next_frame()
+                if payload is not None:
+                    return payload
+                continue
+            if waited:
+                # select() said readable, read() gave nothing: the device is gone (a closed
+                # pty, an unplugged USB port), as pyserial itself concludes.
+                raise Disconnected(f"{self._url}: readable but no data (disconnected?)")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                ready, _, _ = select.select([fd], [], [], remaining)
+            except (OSError, ValueError) as exc:
+                raise Disconnected(f"{self._url}: {exc}") from exc
+            waited = bool(ready)
+
+    def _receive_port(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
         port = self._port
         while True:
