@@ -83,6 +83,7 @@ class DockServer:
             device_id=self.hal.device_id,
             fw=FIRMWARE_VERSION,
             public_key=self.key.public,
+            key_id=self.key.kid,
             limits={"chunk": self.link.tx_room - messages.DATA_HEADER_SIZE, "max_read": MAX_READ},
         ))
 
