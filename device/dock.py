@@ -20,7 +20,7 @@ except ImportError:
 
 MAX_READ = const(16 * 1024 * 1024)
 _LIST_LIMIT = const(64)
-_LIST_BYTES = const(6144)  # records per answer: a small heap holds the answer a few times over
+_LIST_BYTES = const(2048)  # records per answer: a fragmented small heap still fits it
 
 
 class DockServer:

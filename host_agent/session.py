@@ -130,7 +130,17 @@ class DockSession:
             return body
 
     def request(self, mtype: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
-        return self._await(self._send(mtype, **fields), timeout)
+        # A lost answer (an MQTT broker restart loses what it held, a noisy line drops a frame)
+        # is asked for again, except clock_adjust: it is relative and never repeated blindly.
+        tries = 1 if mtype in ("clock_adjust", "hello") else 3
+        for attempt in range(tries):
+            try:
+                return self._await(self._send(mtype, **fields), timeout)
+            except TransportError:
+                if attempt + 1 == tries:
+                    raise
+                log.warning("no answer to %s; asking again", mtype)
+        raise AssertionError("unreachable")
 
     # -- steps ------------------------------------------------------------------------------
     def identify(self, wait: float = 30.0) -> Identity:
@@ -305,7 +315,12 @@ class DockSession:
         result.quarantined.append({"seq": seq, "code": code, "detail": detail, "path": str(path)})
 
     def _release(self, seq: int, receipt: bytes, result: Offload) -> None:
-        self.request("release", seq=seq, manifest_sha256=receipt)
+        try:
+            self.request("release", seq=seq, manifest_sha256=receipt)
+        except DeviceError as exc:
+            if exc.code != messages.E_UNKNOWN_RECORD:
+                raise
+            # Asked again after a lost "released": the device had already freed it.
         result.released.append(seq)
 
     def _download(self, seq: int, size: int, incoming: Incoming, result: Offload,

@@ -482,6 +482,26 @@ class Vault:
     def object_path(self, sha256: bytes) -> Path:
         return _object_path(self.root, sha256)
 
+    def events(
+        self, *, device_id: str | None = None, case_no: str | None = None
+    ) -> list[dict[str, object]]:
+        """Indexed events and gaps, by device and/or case number, in time order."""
+        query = "SELECT * FROM events WHERE 1 = 1"
+        params: list[str] = []
+        if device_id is not None:
+            query += " AND device_id = ?"
+            params.append(device_id)
+        if case_no is not None:
+            query += " AND case_no = ?"
+            params.append(case_no)
+        cur = self.db.execute(query + " ORDER BY t, seq", params)
+        rows = []
+        for row in cur.fetchall():
+            d = _row_dict(cur, row)
+            d["detail"] = json.loads(str(d["detail"]))
+            rows.append(d)
+        return rows
+
     def manifest_path(self, device_id: str, seq: int) -> Path:
         return self.root / "manifests" / device_id / f"{seq:08d}.cose"
 

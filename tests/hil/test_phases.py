@@ -57,6 +57,12 @@ def test_every_annex_row_refuses_interruption_until_its_end_trigger(tmp_path: Pa
         assert refused == ["pause", "stop", "mute", "end"], (row["no"], refused)
         assert p["segments"], "each phase is covered by its own segments"
         assert p["findings"] == []
+    with Vault.open(tmp_path / "vault", create=False) as vault:
+        by_case = vault.events(case_no="CASE-8")  # the index a report queries
+    assert [e["name"] for e in by_case] == [
+        "phase_started", "notice_given", "refused", "refused", "refused", "refused",
+        "phase_ended"]
+    assert by_case[0]["phase_row"] == 8 and by_case[0]["officer"] == "OFFICER-7"
 
 
 def test_outside_a_phase_pause_stop_and_mute_work(tmp_path: Path) -> None:
