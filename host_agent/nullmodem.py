@@ -78,24 +78,28 @@ class _Direction:
         self.dropped = 0
         self.flipped = 0
         self.impairment: Impairment | None = None
-        self._rng = random.Random(0)
+        # One RNG per kind of damage: the positions do not depend on how reads chunk the data.
+        self._flip_rng = random.Random(0)
+        self._drop_rng = random.Random(1)
         self._next_flip = self._next_drop = 0
         self.set(impairment)
 
     def set(self, imp: Impairment | None) -> None:
         if imp is not None:
-            self._rng = random.Random(imp.seed)
-            self._next_flip = self._gap(imp.flip_rate)
-            self._next_drop = self._gap(imp.drop_rate)
+            self._flip_rng = random.Random(2 * imp.seed)
+            self._drop_rng = random.Random(2 * imp.seed + 1)
+            self._next_flip = self._gap(self._flip_rng, imp.flip_rate)
+            self._next_drop = self._gap(self._drop_rng, imp.drop_rate)
         self.impairment = imp
 
-    def _gap(self, rate: float) -> int:
+    @staticmethod
+    def _gap(rng: random.Random, rate: float) -> int:
         """Bytes until the next event of probability `rate` per byte (geometric)."""
         if rate <= 0:
             return 1 << 62
         if rate >= 1:
             return 0
-        u = 1.0 - self._rng.random()  # (0, 1]
+        u = 1.0 - rng.random()  # (0, 1]
         return int(math.log(u) / math.log1p(-rate))
 
     def damage(self, data: bytes, imp: Impairment) -> bytes:
@@ -109,15 +113,15 @@ class _Direction:
         buf = bytearray(data)
         at = self._next_flip
         while at < n:
-            buf[at] ^= 1 << self._rng.randrange(8)
+            buf[at] ^= 1 << self._flip_rng.randrange(8)
             self.flipped += 1
-            at += 1 + self._gap(imp.flip_rate)
+            at += 1 + self._gap(self._flip_rng, imp.flip_rate)
         self._next_flip = at - n
         drops = []
         at = self._next_drop
         while at < n:
             drops.append(at)
-            at += 1 + self._gap(imp.drop_rate)
+            at += 1 + self._gap(self._drop_rng, imp.drop_rate)
         self._next_drop = at - n
         for i in reversed(drops):
             del buf[i]
