@@ -274,7 +274,11 @@ def small_disk(path: Path, size: str) -> Iterator[None]:
 
 
 def trial_disk_full(life: Lineage, rng: random.Random) -> dict[str, Any]:
-    """The vault's disk fills up mid-offload; then space is freed and the dock retries."""
+    """The vault's disk fills up mid-offload; then space is freed and the dock retries.
+
+    Runs on a recorder and vault of its own: the small disk is mounted where the vault goes.
+    """
+    life = Lineage(life.base / f"disk-full-{rng.randrange(1 << 32):08x}")
     with small_disk(life.vault_dir, "1m"):
         with recorder(life, segments=3) as rec:
             try:
@@ -291,7 +295,7 @@ def trial_disk_full(life: Lineage, rng: random.Random) -> dict[str, Any]:
             subprocess.run(["mount", "-o", "remount,size=64m", str(life.vault_dir)], check=True)
             report = redock(life, rec)
         check_all(life, "after space was freed")
-    return {"fault": "disk_full", "error": error, "stored_while_full": stored_full,
+    return {"fault": "disk_full", "outcome": error, "stored_while_full": stored_full,
             "stored_on_redock": report["offload"]["stored"]}
 
 
