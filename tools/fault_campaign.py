@@ -16,6 +16,7 @@ import collections
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -47,6 +48,8 @@ def main() -> int:
     ap.add_argument("--json", help="write the report here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so each trial's recorders are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fault-campaign-"))
     results: list[dict[str, Any]] = []
