@@ -57,6 +57,10 @@ class FramedLink:
             n = await self._reader.readinto(self._rx)
             if n:
                 self._decoder.receive_data(rx[:n])
+            else:
+                # Readable but empty: the far end hung up (a pty with no dock). Wait for it
+                # to come back instead of spinning.
+                await asyncio.sleep_ms(100)
 
     async def send_tx(self, n: int) -> None:
         size = framing.frame_into(self.tx, n)

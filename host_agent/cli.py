@@ -268,7 +268,8 @@ def cmd_dock(args: argparse.Namespace) -> int:
                                   enroll_unknown=args.enroll_unknown)
             signed = Path(args.policy).read_bytes() if args.policy else None
             report = dock(session, ProgressBar("offload"), policy=signed)
-        except (SessionError, TransportError) as exc:
+        except (SessionError, TransportError, VaultError, OSError) as exc:
+            # Nothing was released that the vault does not hold; the next docking resumes.
             print(f"dock: {exc}", file=sys.stderr)
             return 2
         finally:
@@ -308,11 +309,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_vault_verify(args: argparse.Namespace) -> int:
+def _existing_vault(path: str, command: str) -> Vault | None:
     try:
-        vault = Vault.open(args.dir, create=False)
+        return Vault.open(path, create=False)
     except VaultError as exc:
-        print(f"vault verify: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_vault_verify(args: argparse.Namespace) -> int:
+    vault = _existing_vault(args.dir, "vault verify")
+    if vault is None:
         return 2
     with vault:
         bar = ProgressBar("verify")
@@ -333,10 +340,8 @@ def cmd_vault_verify(args: argparse.Namespace) -> int:
 def cmd_vault_timeline(args: argparse.Namespace) -> int:
     from host_agent.timeline import device_timeline
 
-    try:
-        vault = Vault.open(args.dir, create=False)
-    except VaultError as exc:
-        print(f"vault timeline: {exc}", file=sys.stderr)
+    vault = _existing_vault(args.dir, "vault timeline")
+    if vault is None:
         return 2
     with vault:
         devices = [args.device] if args.device else [str(d["device_id"]) for d in vault.devices()]

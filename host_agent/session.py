@@ -332,10 +332,11 @@ class DockSession:
         inflight = 0
         failures = 0
         rewound_at = -1
+        last_read = 0
         while offset < size:
             while inflight < READ_AHEAD and asked < size:
                 length = min(window, size - asked)
-                self._send("read", seq=seq, offset=asked, length=length)
+                last_read = self._send("read", seq=seq, offset=asked, length=length)
                 asked += length
                 inflight += 1
             payload = self.transport.receive(self.timeout)
@@ -371,6 +372,16 @@ class DockSession:
                 inflight = max(0, inflight - 1)
                 if body["length"] == 0 and body["offset"] <= offset < size:
                     raise SessionError(f"segment {seq}: device has {offset} of {size} bytes")
+                if body["rid"] == last_read and offset < body["offset"] + body["length"]:
+                    # The last read is done but bytes before its end never arrived: a chunk
+                    # was lost after a rewind. Ask again now rather than wait for a timeout.
+                    failures += 1
+                    if failures > 5:
+                        raise SessionError(f"segment {seq}: data lost {failures} times")
+                    log.warning("segment %d: reads done short at %d, asking again", seq, offset)
+                    result.resumed_reads += 1
+                    rewound_at = offset
+                    asked, inflight = offset, 0
             elif body["t"] == "error":
                 raise DeviceError(body["code"], body["detail"])
 

@@ -16,7 +16,7 @@ Kinds:
 
 import hashlib
 
-from protocol import cbor
+from protocol import cbor, schema
 
 try:
     from micropython import const
@@ -34,9 +34,10 @@ KIND_GAP = "gap"
 TRACKS_AV = ["audio", "video"]  # Art. 2: audio and video captured together
 DEFAULT_POLICY = "gx-water-2019/1"  # protocol.policy.name(protocol.policy.annex())
 
-_I = "int"
-_B = "bytes"
-_S = "str"
+_I = schema.INT
+_B = schema.BYTES
+_S = schema.STR
+_M = schema.MAP
 
 # Fields every record carries.
 _COMMON = (
@@ -54,19 +55,19 @@ _SEGMENT = (
     ("size", _I),
     ("t_start", _I),
     ("t_end", _I),
-    ("clock", dict),
-    ("tracks", list),
-    ("truncated", bool),
-    ("phase", dict),
+    ("clock", _M),
+    ("tracks", schema.LIST),
+    ("truncated", schema.BOOL),
+    ("phase", _M),
     ("pre_event_ms", _I),
 )
 # Fields an event record adds. `detail` depends on the event (see device/recorder.py).
 _EVENT = (
     ("t", _I),
-    ("clock", dict),
+    ("clock", _M),
     ("event", _S),
-    ("detail", dict),
-    ("phase", dict),
+    ("detail", _M),
+    ("phase", _M),
 )
 # Fields a gap record adds.
 _GAP = (
@@ -74,10 +75,10 @@ _GAP = (
     ("last_seq", _I),
     ("t_last", _I),
     ("t_boot", _I),
-    ("clock", dict),
-    ("battery_main", dict),
-    ("battery_backup", dict),
-    ("phase", dict),
+    ("clock", _M),
+    ("battery_main", _M),
+    ("battery_backup", _M),
+    ("phase", _M),
 )
 _KINDS = {KIND_SEGMENT: _SEGMENT, KIND_EVENT: _EVENT, KIND_GAP: _GAP}
 
@@ -96,16 +97,6 @@ def encode(fields: dict) -> bytes:
     return cbor.encode(fields)
 
 
-def _type_ok(value, kind) -> bool:
-    if kind == _I:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _B:
-        return isinstance(value, bytes)
-    if kind == _S:
-        return isinstance(value, str)
-    return isinstance(value, kind)
-
-
 def check(fields) -> dict:
     if not isinstance(fields, dict):
         raise ManifestError("manifest payload is not a map")
@@ -113,12 +104,12 @@ def check(fields) -> dict:
     extra = _KINDS.get(kind) if isinstance(kind, str) else None
     if extra is None:
         raise ManifestError("unknown record kind %r" % (kind,))
-    spec = _COMMON + extra
-    for name, kind in spec:
-        if name not in fields:
+    bad = schema.violation(fields, _COMMON + extra)
+    if bad is not None:
+        name, kind = bad
+        if kind is None:
             raise ManifestError("manifest lacks %r" % name)
-        if not _type_ok(fields[name], kind):
-            raise ManifestError("manifest field %r has the wrong type" % name)
+        raise ManifestError("manifest field %r must be %s" % (name, kind))
     if fields["v"] != FORMAT_VERSION:
         raise ManifestError("manifest format %r is not supported" % fields["v"])
     if fields["seq"] < 1 or len(fields["prev"]) != 32:

@@ -11,7 +11,7 @@ so neither side ever acts on a field that is missing or of the wrong type.
 
 import struct
 
-from protocol import cbor
+from protocol import cbor, schema
 
 try:
     from micropython import const
@@ -27,12 +27,12 @@ KIND_DATA = const(0x44)  # "D"
 DATA_HEADER = "<BIQ"
 DATA_HEADER_SIZE = const(13)
 
-_I = "int"
-_B = "bytes"
-_S = "str"
-_L = "list"
-_M = "map"
-_T = "bool"
+_I = schema.INT
+_B = schema.BYTES
+_S = schema.STR
+_L = schema.LIST
+_M = schema.MAP
+_T = schema.BOOL
 
 # type -> ((field, kind), ...). Extra fields are allowed (newer peers); missing ones are not.
 SCHEMA = {
@@ -87,20 +87,6 @@ class ProtocolError(ValueError):
     """The peer sent something outside the protocol (the remote side's fault)."""
 
 
-def _kind_ok(value, kind: str) -> bool:
-    if kind == _I:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _B:
-        return isinstance(value, bytes)
-    if kind == _S:
-        return isinstance(value, str)
-    if kind == _L:
-        return isinstance(value, list)
-    if kind == _M:
-        return isinstance(value, dict)
-    return isinstance(value, bool)
-
-
 def check(msg) -> dict:
     """Return `msg` if it is a well-formed message, else raise ProtocolError saying why."""
     if not isinstance(msg, dict):
@@ -109,11 +95,12 @@ def check(msg) -> dict:
     fields = SCHEMA.get(mtype) if isinstance(mtype, str) else None
     if fields is None:
         raise ProtocolError("unknown message type %r" % (mtype,))
-    for name, kind in fields:
-        if name not in msg:
+    bad = schema.violation(msg, fields)
+    if bad is not None:
+        name, kind = bad
+        if kind is None:
             raise ProtocolError("%s: missing field %r" % (mtype, name))
-        if not _kind_ok(msg[name], kind):
-            raise ProtocolError("%s: field %r must be %s" % (mtype, name, kind))
+        raise ProtocolError("%s: field %r must be %s" % (mtype, name, kind))
     return msg
 
 

@@ -69,6 +69,7 @@ SMOKE_MODULES = (
     "protocol.manifest",
     "protocol.messages",
     "protocol.policy",
+    "protocol.schema",
 )
 
 # RFC 8032 §7.1, TEST 2.

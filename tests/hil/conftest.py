@@ -24,26 +24,15 @@ from host_agent.session import DockSession
 from host_agent.simulator import SimConfig, SimulatedRecorder
 from host_agent.vault import Vault
 
-# The heap of the target board class: a board with about 192 KB of heap for data, e.g. an
-# RP2040 (264 KB SRAM) or an ESP32-S3 without PSRAM. On the unix port the heap also holds the
-# firmware's bytecode (~60-90 KB), which a board keeps in flash, so the simulator gets that
-# much more. 256k was enough for the firmware of issue 5's start; the firmware since then
-# (policy store, UI task) fails to boot in 256k about 1 time in 20 (MemoryError in
-# device/main.py run()), so the rig runs at 288k until that is fixed; set
-# BODYCAM_HIL_HEAPSIZE=256k to check the firmware against the original ceiling.
-HEAPSIZE = os.environ.get("BODYCAM_HIL_HEAPSIZE", "288k")
+# The heap of the target board class: a board with about 256 KB of heap for data, e.g. an
+# ESP32-S3 (512 KB SRAM) without PSRAM. On the unix port the heap also holds the firmware's
+# bytecode (~140 KB with MQTT, policy and phases), which a board keeps in flash, so the
+# simulator gets that much more. 288k boots, but a long phase session fragments it until a
+# 2 KB allocation fails; 384k leaves a margin. BODYCAM_HIL_HEAPSIZE overrides it.
+HEAPSIZE = os.environ.get("BODYCAM_HIL_HEAPSIZE", "384k")
 FAST = dict(segments=2, segment_ms=200, bitrate=8_000_000, heapsize=HEAPSIZE)
 
 _board: dict[str, Any] = {"port": None, "baud": 921600}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("hil", "hardware in the loop")
-    group.addoption("--device-port", default=None, metavar="PORT",
-                    help="dock a real recorder on this serial port (e.g. /dev/ttyACM0) "
-                         "instead of the simulated one; simulator-only tests are skipped")
-    group.addoption("--device-baud", type=int, default=921600,
-                    help="baud rate for --device-port (ignored by USB-CDC)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
