@@ -239,6 +239,8 @@ class DockSession:
             from_seq = reply["items"][-1]["seq"] + 1
 
     def offload(self, progress: Progress | None = None) -> Offload:
+        """Fetch, verify and store every record on the device in chain order; release each
+        one only once the vault has committed it."""
         ident = self.identity
         if ident is None:
             raise SessionError("identify first")
@@ -250,61 +252,78 @@ class DockSession:
         broken_after: int | None = None
         t0 = time.monotonic()
         for item in items:
-            seq, record = int(item["seq"]), bytes(item["record"])
-            already = self.vault.stored_record_hash(ident.device_id, seq)
-            if already is not None:
-                if already == manifest.record_hash(record):
-                    self._release(seq, already, result)  # stored before the last release was lost
-                else:
-                    self._quarantine(seq, record, None, "conflict",
-                                     f"record {seq} differs from the one in the vault", result)
-                done += int(item["stored"])
+            seq, record, stored = int(item["seq"]), bytes(item["record"]), int(item["stored"])
+            if self._stored_before(seq, record, result):
+                done += stored
                 continue
+            fields: dict[str, Any] | None = None
+            problem: EvidenceError | None = None
             if broken_after is not None:
-                code, detail = "chain_broken", f"follows quarantined record {broken_after}"
-                fields = None
+                # Every later record links to the quarantined one: keep them aside too.
+                problem = EvidenceError("chain_broken",
+                                        f"follows quarantined record {broken_after}")
             else:
                 try:
                     fields = verify_record(record, ident.public_key, ident.device_id,
                                            head_seq + 1, head_hash)
-                    code = detail = ""
                 except EvidenceError as exc:
-                    fields, code, detail = None, exc.code, exc.detail
+                    problem = exc
+
             def step(n: int, base: int = done) -> None:
                 if progress:
                     progress(base + n, total)
 
-            stored = int(item["stored"])
-            is_segment = fields is not None and fields["kind"] == manifest.KIND_SEGMENT
-            # Events and gaps carry no data; anything with data is fetched, even if suspect,
-            # so that quarantine keeps all that came.
-            with self.vault.incoming() if stored or is_segment else nullcontext() as incoming:
-                if incoming is not None:
-                    self._download(seq, stored, incoming, result, step)
-                    done += incoming.size
-                if fields is not None and not code:
-                    try:
-                        if is_segment:
-                            assert incoming is not None
-                            verify_data(fields, incoming.sha256, incoming.size)
-                        elif incoming is not None:
-                            raise EvidenceError("malformed", f"{fields['kind']} record with data")
-                    except EvidenceError as exc:
-                        code, detail = exc.code, exc.detail
-                if code:
-                    self._quarantine(seq, record, incoming, code, detail, result)
-                    broken_after = seq
-                    continue
-                assert fields is not None
-                receipt = self.vault.commit(record, fields, incoming)
+            receipt = self._ingest(seq, record, stored, fields, problem, result, step)
+            done += stored
+            if receipt is None:
+                broken_after = seq
+                continue
             head_seq, head_hash = seq, receipt
-            result.stored.append(seq)
-            if is_segment:
-                result.segments += 1
-            log.info("stored %s record %d", fields["kind"], seq)
             self._release(seq, receipt, result)
         result.seconds = time.monotonic() - t0
         return result
+
+    def _stored_before(self, seq: int, record: bytes, result: Offload) -> bool:
+        """A record the vault already holds: the last docking's release was lost."""
+        assert self.identity is not None
+        already = self.vault.stored_record_hash(self.identity.device_id, seq)
+        if already is None:
+            return False
+        if already == manifest.record_hash(record):
+            self._release(seq, already, result)
+        else:
+            self._quarantine(seq, record, None, "conflict",
+                             f"record {seq} differs from the one in the vault", result)
+        return True
+
+    def _ingest(self, seq: int, record: bytes, stored: int, fields: dict[str, Any] | None,
+                problem: EvidenceError | None, result: Offload,
+                progress: Callable[[int], None]) -> bytes | None:
+        """Fetch a record's data (if any) and commit it; None if it went to quarantine."""
+        is_segment = fields is not None and fields["kind"] == manifest.KIND_SEGMENT
+        # Events and gaps carry no data; anything with data is fetched, even if suspect, so
+        # that quarantine keeps all that came.
+        with self.vault.incoming() if stored or is_segment else nullcontext() as incoming:
+            if incoming is not None:
+                self._download(seq, stored, incoming, result, progress)
+            if fields is not None and problem is None:
+                try:
+                    if is_segment:
+                        assert incoming is not None
+                        verify_data(fields, incoming.sha256, incoming.size)
+                    elif incoming is not None:
+                        raise EvidenceError("malformed", f"{fields['kind']} record with data")
+                except EvidenceError as exc:
+                    problem = exc
+            if problem is not None or fields is None:
+                assert problem is not None
+                self._quarantine(seq, record, incoming, problem.code, problem.detail, result)
+                return None
+            receipt = self.vault.commit(record, fields, incoming)
+        result.stored.append(seq)
+        result.segments += is_segment
+        log.info("stored %s record %d", fields["kind"], seq)
+        return receipt
 
     def _quarantine(self, seq: int, record: bytes, incoming: Incoming | None, code: str,
                     detail: str, result: Offload) -> None:
