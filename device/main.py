@@ -136,7 +136,7 @@ async def run(a, tty, link, camera_buf, key) -> None:
     log("booted %s, chain head %d, policy %s" % (hal.device_id, store.head_seq, policies.name))
     recorder.recover()
     asyncio.create_task(recorder.run())
-    if a["segments"]:
+    if a["segments"] > 0:
         await recorder.record_segments(a["segments"])
     asyncio.create_task(_ui(SimUI(), recorder))
     server = DockServer(link, hal, store, key, clock, log, policies=policies, recorder=recorder)

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,7 +263,11 @@ def _open_port(args: argparse.Namespace) -> Transport:
 
 def cmd_dock(args: argparse.Namespace) -> int:
     with Vault.open(args.vault) as vault:
-        transport = _open_port(args)
+        try:
+            transport = _open_port(args)
+        except TransportError as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            return 2
         try:
             session = DockSession(transport, vault, dock_id=args.dock_id,
                                   enroll_unknown=args.enroll_unknown)
@@ -281,9 +286,17 @@ def cmd_dock(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     with Vault.open(args.vault) as vault:
         if args.public_key:
-            device_id, public = args.device_id, bytes.fromhex(args.public_key)
+            try:
+                device_id, public = args.device_id, bytes.fromhex(args.public_key)
+            except ValueError:
+                print("enroll: --public-key must be hex", file=sys.stderr)
+                return 2
         else:
-            transport = _open_port(args)
+            try:
+                transport = _open_port(args)
+            except TransportError as exc:
+                print(f"enroll: {exc}", file=sys.stderr)
+                return 2
             try:
                 session = DockSession(transport, vault, dock_id=args.dock_id)
                 reply = session.request("hello", proto=1, dock=args.dock_id)
@@ -404,18 +417,32 @@ def cmd_policy_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not within {lo}..{hi}")
+        return value
+
+    return parse
+
+
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     d = SimConfig()
-    p.add_argument("--segments", type=int, default=d.segments)
-    p.add_argument("--segment-ms", type=int, default=d.segment_ms)
-    p.add_argument("--bitrate", type=int, default=d.bitrate, help="camera bits/s")
+    p.add_argument("--segments", type=_int_in(0, 10_000), default=d.segments)
+    p.add_argument("--segment-ms", type=_int_in(10, 3_600_000), default=d.segment_ms)
+    p.add_argument("--bitrate", type=_int_in(8_000, 1_000_000_000), default=d.bitrate,
+                   help="camera bits/s")
     p.add_argument("--skew-us", type=int, default=d.skew_us, help="device clock error at boot")
-    p.add_argument("--drift-ppm", type=int, default=d.drift_ppm)
-    p.add_argument("--main-pct", type=int, default=d.main_pct)
-    p.add_argument("--backup-pct", type=int, default=d.backup_pct)
+    p.add_argument("--drift-ppm", type=_int_in(-10_000, 10_000), default=d.drift_ppm)
+    p.add_argument("--main-pct", type=_int_in(0, 100), default=d.main_pct)
+    p.add_argument("--backup-pct", type=_int_in(0, 100), default=d.backup_pct)
     p.add_argument("--fault", default="", help="make the self-test report this fault")
     p.add_argument("--unit-key", default="", help="commission with this unit public key (hex)")
-    p.add_argument("--pre-event-s", type=int, default=0,
+    p.add_argument("--pre-event-s", type=_int_in(-1, 120), default=0,
                    help="pre-event buffer in standby (-1: the policy's)")
 
 
