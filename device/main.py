@@ -19,6 +19,12 @@ _OPTIONS = {
     # name: default (an int default makes the option an int)
     "link": "",  # tty path of the dock link
     "mqtt": "",  # host:port of an MQTT broker: dock over MQTT instead of the serial link
+    "mqtt-ca": "",  # CA file (PEM or DER): TLS to the broker, its certificate verified
+    "mqtt-cert": "",  # this recorder's client certificate (CN = device id) ...
+    "mqtt-key": "",  # ... and its private key
+    "mqtt-server-name": "",  # the name the broker's certificate must carry (default: host)
+    "mqtt-user": "",  # MQTT user name (password authentication)
+    "mqtt-password-file": "",  # file holding the MQTT password
     "storage": "",  # directory standing in for the card
     "device-id": "",
     "segments": 0,  # segments to record at boot
@@ -85,7 +91,19 @@ def main(argv) -> None:
         from device.mqtt_link import MqttLink
 
         host, _, port = a["mqtt"].rpartition(":")
-        link = MqttLink(host, int(port), _device_id(a["storage"], a["device-id"]), log)
+        tls = password = None
+        if a["mqtt-ca"]:
+            from device.mqtt import tls_context
+
+            tls = tls_context(a["mqtt-ca"], a["mqtt-cert"], a["mqtt-key"])
+        elif a["mqtt-cert"] or a["mqtt-key"]:
+            raise SystemExit("device: --mqtt-cert/--mqtt-key need --mqtt-ca")
+        if a["mqtt-password-file"]:
+            with open(a["mqtt-password-file"]) as f:
+                password = f.read().rstrip("\r\n")
+        link = MqttLink(host, int(port), _device_id(a["storage"], a["device-id"]), log,
+                        user=a["mqtt-user"] or None, password=password, tls=tls,
+                        server_hostname=a["mqtt-server-name"] or None)
     else:
         from device.link import FramedLink
         from device.sim_hal import open_tty

@@ -12,11 +12,20 @@ bounded: a packet longer than the reader's buffer is skipped (counted), never bu
 `MqttClient` owns one TCP connection (TCP_NODELAY: Nagle held 32 KiB publishes to ~1 MB/s).
 Writes go straight to the non-blocking socket; only when the socket is full is the rest handed
 to the asyncio stream as a view, to be written as the socket drains.
+
+TLS (`tls_context`, the `tls` module: mbedTLS): the socket is wrapped non-blocking with
+`do_handshake_on_connect=False`, so the handshake runs inside the first write (CONNECT) and the
+reads after it, while asyncio waits on the socket; nothing blocks the event loop but the
+handshake's own arithmetic. mbedTLS may hold decrypted bytes the kernel socket no longer shows
+as readable, so every read first tries the socket directly and only then waits on it. This
+port's mbedTLS parses DER only: PEM files are converted here. The server certificate is
+verified against the CA, and its name against `server_hostname` (default: the host).
 """
 
 import asyncio
 import socket
 import struct
+import time
 
 try:
     from micropython import const
@@ -46,6 +55,45 @@ _INBOX_MAX = const(8)  # received publishes waiting for the caller; more are dro
 
 class MqttError(Exception):
     """The connection cannot go on: the broker refused, misbehaved, closed or went silent."""
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+def der(data) -> bytes:
+    """The DER bytes of a certificate or key given as DER or as PEM (the first PEM block)."""
+    if data[:5] != b"-----":
+        return bytes(data)
+    from binascii import a2b_base64
+
+    lines = bytes(data).split(b"\n")
+    body = []  # type: list[bytes]
+    for line in lines[1:]:
+        line = line.strip()
+        if line.startswith(b"-----"):
+            return a2b_base64(b"".join(body))
+        if line and b":" not in line:  # skip RFC 1421 headers (Proc-Type: ...)
+            body.append(line)
+    raise ValueError("PEM block without an END line")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return der(f.read())
+
+
+def tls_context(ca: str, cert: str = "", key: str = ""):
+    """A TLS client context: the broker verified against the CA file, our cert+key if given.
+
+    Files may be PEM or DER. Their bytes are dropped once mbedTLS has parsed them.
+    """
+    import tls
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)  # verify_mode is CERT_REQUIRED for a client
+    ctx.load_verify_locations(_read(ca))
+    if cert or key:
+        if not (cert and key):
+            raise ValueError("a client certificate needs both the certificate and its key")
+        ctx.load_cert_chain(_read(cert), _read(key))
+    return ctx
 
 
 # -- codec --------------------------------------------------------------------------------------
@@ -200,13 +248,17 @@ class MqttClient:
     """
 
     def __init__(self, host: str, port: int, client_id: str, log, *, keepalive_s: int = 30,
-                 rx_size: int = 4608, user=None, password=None) -> None:
+                 rx_size: int = 4608, user=None, password=None, tls=None,
+                 server_hostname=None) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.user = user
         self.password = password
+        self.tls = tls  # an SSLContext (tls_context()), or None for plain TCP
+        self.server_hostname = server_hostname or host
+        self.connect_ms = 0  # the last connect: TCP + TLS handshake + CONNECT/CONNACK
         self._log = log
         self._reader = PacketReader(rx_size)
         self._sock = None  # type: socket.socket | None
@@ -222,6 +274,7 @@ class MqttClient:
         return self._sock is not None
 
     async def connect(self, will_topic=None, will_message=b"", timeout_ms: int = 5000) -> None:
+        t0 = time.ticks_ms()
         addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket()
         sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
@@ -232,6 +285,14 @@ class MqttClient:
             if exc.errno != _EINPROGRESS:
                 sock.close()
                 raise
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname,
+                                            do_handshake_on_connect=False)
+            except BaseException:
+                sock.close()
+                raise
+            sock.setblocking(False)
         self._sock = sock
         self._stream = asyncio.StreamWriter(sock, {})
         self._rx_stream = asyncio.StreamReader(sock)
@@ -240,14 +301,20 @@ class MqttClient:
         self._ping_sent = False
         self.inbox.clear()
         # The first write waits for the socket to become writable: the TCP connect completes.
-        await self.write(connect_packet(self.client_id, self.keepalive_s, will_topic,
-                                        will_message, True, 1, self.user, self.password))
-        first, body = await asyncio.wait_for_ms(  # type: int, memoryview
-            self._next_packet(), timeout_ms)
+        # Over TLS it runs the handshake, whose verdict on the broker's certificate mbedTLS
+        # gives as a ValueError ("not correctly signed by the trusted CA", ...).
+        try:
+            await self.write(connect_packet(self.client_id, self.keepalive_s, will_topic,
+                                            will_message, True, 1, self.user, self.password))
+            first, body = await asyncio.wait_for_ms(  # type: int, memoryview
+                self._next_packet(), timeout_ms)
+        except ValueError as exc:
+            raise MqttError("TLS: %s" % (str(exc).strip(),))
         if first != _CONNACK or len(body) != 2:
             raise MqttError("expected CONNACK, got packet type 0x%02x" % first)
         if body[1]:  # 4: bad user name or password, 5: not authorised
             raise MqttError("broker refused the connection: CONNACK code %d" % body[1])
+        self.connect_ms = time.ticks_diff(time.ticks_ms(), t0)
 
     async def subscribe(self, topic, qos: int = 0, timeout_ms: int = 5000) -> None:
         pid = self._next_pid()
@@ -324,9 +391,18 @@ class MqttClient:
                     self._log("mqtt: dropped %d oversized packets" % reader.skipped)
                     reader.skipped = 0
                 return packet
-            stream = self._rx_stream
-            if stream is None:
+            sock, stream = self._sock, self._rx_stream
+            if sock is None or stream is None:
                 raise MqttError("not connected")
+            # Bytes already decrypted inside TLS do not make the socket readable: take what is
+            # there first (non-blocking: None when nothing is), and only then wait.
+            got = sock.readinto(reader.space())
+            if got:
+                self._ping_sent = False
+                reader.advance(got)
+                continue
+            if got is not None:
+                raise MqttError("broker closed the connection")
             if keepalive and half_ms:
                 try:
                     n = await asyncio.wait_for_ms(  # type: int | None

@@ -22,6 +22,10 @@ Heap: one transmit buffer for the life of the link. A data chunk is read into it
 dock server writes the chunk header in front, and send_tx writes the PUBLISH header and topic
 in front of that, in the room TX_AT reserves: one memoryview goes to the socket, no copy.
 
+TLS and credentials: `tls` is a context from mqtt.tls_context (CA, client certificate and key;
+deploy/mosquitto/README.md), `user`/`password` go in CONNECT. A refusal (bad certificate,
+CONNACK 4/5) is retried with the same backoff as a lost broker.
+
 The connection is made (and remade) inside receive(): a lost connection makes sends no-ops
 until then (the dock re-requests what it missed), and reconnects back off exponentially with
 jitter, so a fleet does not hammer a broker that has just restarted.
@@ -53,7 +57,8 @@ class MqttLink:
     TX_AT = _HEAD_ROOM
 
     def __init__(self, host: str, port: int, device_id: str, log, *, user=None,
-                 password=None, keepalive_s: int = KEEPALIVE_S) -> None:
+                 password=None, tls=None, server_hostname=None,
+                 keepalive_s: int = KEEPALIVE_S) -> None:
         base = "bodycam/%s/" % device_id
         if "+" in device_id or "#" in device_id or "/" in device_id or not device_id:
             raise ValueError("device id %r cannot name an MQTT topic" % device_id)
@@ -68,8 +73,8 @@ class MqttLink:
         # Requests are small: a publish to us longer than this (+ topic) is skipped unread.
         self._client = mqtt.MqttClient(host, port, "bodycam-" + device_id, log,
                                        keepalive_s=keepalive_s, rx_size=MAX_REQUEST + 512,
-                                       user=user,
-                                       password=password)
+                                       user=user, password=password, tls=tls,
+                                       server_hostname=server_hostname)
         self._backoff_ms = _BACKOFF_MIN_MS
         self.connects = 0
 
@@ -130,8 +135,9 @@ class MqttLink:
             return
         self._backoff_ms = _BACKOFF_MIN_MS
         self.connects += 1
-        self._log("mqtt: connected to %s:%d (connection %d)" % (client.host, client.port,
-                                                                  self.connects))
+        self._log("mqtt: connected to %s:%d%s in %d ms (connection %d)" % (
+            client.host, client.port, " over TLS" if client.tls else "", client.connect_ms,
+            self.connects))
 
     async def _handshake(self) -> None:
         client = self._client

@@ -7,6 +7,14 @@
 The configuration is written to workdir/mosquitto.conf (persistence off, TCP_NODELAY on,
 log to workdir/mosquitto.log); `extra_config` lines are appended (password_file, acl_file,
 …). The process is stopped by its PID, never by name.
+
+    Mosquitto.production(workdir, etc_dir)      # deploy/mosquitto/mosquitto.conf itself
+
+runs the shipped production configuration (TLS listener, client certificates, the ACL) with
+only what a test must change rewritten: the listener's port and address, the
+/etc/mosquitto/bodycam/ directory (etc_dir holds ca.crt, broker.crt, broker.key and acl or a
+copy is made of deploy/mosquitto/acl), syslog -> workdir/mosquitto.log, and the user.
+`tls_listener_config` writes an equivalent listener from parts, for tests that vary it.
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+PRODUCTION_ETC = "/etc/mosquitto/bodycam/"
 
 
 class BrokerError(Exception):
@@ -38,6 +49,42 @@ def mosquitto_binary() -> str:
     raise BrokerError("mosquitto is not installed: apt-get install mosquitto")
 
 
+def tls_listener_config(ca: Path, cert: Path, key: Path, *, require_certificate: bool = True,
+                        use_identity_as_username: bool = True,
+                        password_file: Path | None = None,
+                        acl_file: Path | None = None) -> list[str]:
+    """extra_config lines that make the listener TLS-only, as deploy/mosquitto does."""
+    lines = [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2",
+             "allow_anonymous false"]
+    if require_certificate:
+        lines.append("require_certificate true")
+    if use_identity_as_username:
+        lines.append("use_identity_as_username true")
+    if password_file is not None:
+        lines.append(f"password_file {password_file}")
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
+    return lines
+
+
+def production_config(text: str, *, host: str, port: int, etc_dir: Path, log_path: Path,
+                      user: str | None = None) -> str:
+    """deploy/mosquitto/mosquitto.conf made runnable on a test port, everything else as is."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["listener"]:
+            line = f"listener {port} {host}"
+        elif words[:1] == ["log_dest"]:
+            line = f"log_dest file {log_path}"
+        elif words[:1] == ["log_type"] and words[1:] == ["notice"]:
+            line += "\nlog_type information"
+        out.append(line.replace(PRODUCTION_ETC, f"{etc_dir}/"))
+    if user:
+        out.append(f"user {user}")
+    return "\n".join(out) + "\n"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -47,7 +94,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Mosquitto:
     def __init__(self, workdir: Path, *, port: int = 0, host: str = "127.0.0.1",
                  extra_config: list[str] | tuple[str, ...] = (),
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, production_etc: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.host = host
         self.port = port or free_port(host)
@@ -57,8 +104,28 @@ class Mosquitto:
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.production_etc = production_etc
+
+    @classmethod
+    def production(cls, workdir: Path, etc_dir: Path, **kw: Any) -> Mosquitto:
+        """The shipped deploy/mosquitto configuration (see the module docstring)."""
+        etc_dir = Path(etc_dir)
+        if not (etc_dir / "acl").exists():
+            shutil.copyfile(DEPLOY_DIR / "acl", etc_dir / "acl")
+        return cls(workdir, production_etc=etc_dir, **kw)
+
+    @property
+    def tls(self) -> bool:
+        return self.production_etc is not None or any(
+            line.startswith("certfile") for line in self.extra_config)
 
     def config_text(self) -> str:
+        if self.production_etc is not None:
+            return production_config(
+                (DEPLOY_DIR / "mosquitto.conf").read_text(), host=self.host, port=self.port,
+                etc_dir=self.production_etc, log_path=self.log_path,
+                user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
+            ) + "".join(f"{line}\n" for line in self.extra_config)
         lines = [
             "# written by host_agent/broker.py",
             f"listener {self.port} {self.host}",

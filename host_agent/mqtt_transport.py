@@ -6,6 +6,11 @@ go at QoS 0. paho's network loop runs in its own thread (loop_start) and puts ea
 payload into a bounded queue that `receive` takes from; paho reconnects by itself, and the
 subscription is renewed on every connect. A broker that stays away longer than
 `reconnect_wait` seconds, or refuses us, becomes `Disconnected` at this boundary.
+
+Production brokers (deploy/mosquitto/) take TLS only: pass `tls=tls_context(ca, cert, key)`
+(the broker verified against the CA file, host name included; our client certificate, CN
+`dock`, as the user name) or `ca=`/`cert=`/`key=` file paths directly, and/or
+`username`/`password`. A TLS handshake the broker rejects is a `Disconnected` like a refusal.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import queue
 import ssl
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -36,6 +42,23 @@ def topics(device_id: str) -> tuple[str, str, str]:
     return f"{base}/h2d", f"{base}/d2h", f"{base}/status"
 
 
+def tls_context(ca: str | Path, cert: str | Path | None = None,
+                key: str | Path | None = None) -> ssl.SSLContext:
+    """A client context that verifies the broker against `ca` and presents cert+key if given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None or key is not None:
+        if cert is None or key is None:
+            raise ValueError("a client certificate needs both --mqtt-cert and --mqtt-key")
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def read_password(path: str | Path) -> str:
+    """The password in a file (one line; the trailing newline is not part of it)."""
+    return Path(path).read_text().rstrip("\r\n")
+
+
 class MqttTransport:
     def __init__(
         self,
@@ -44,6 +67,9 @@ class MqttTransport:
         device_id: str,
         *,
         tls: ssl.SSLContext | None = None,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
         username: str | None = None,
         password: str | None = None,
         client_id: str | None = None,
@@ -76,6 +102,11 @@ class MqttTransport:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        if tls is None and ca is not None:
+            tls = tls_context(ca, cert, key)
+        elif cert is not None or key is not None:
+            raise ValueError("a client certificate (cert, key) needs ca= too, or a tls context")
+        self.tls = tls is not None
         if tls is not None:
             client.tls_set_context(tls)
         if username is not None:
@@ -92,7 +123,7 @@ class MqttTransport:
     def open(self) -> None:
         try:
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise Disconnected(f"{self.name}: cannot connect: {exc}") from exc
         self._client.loop_start()
         self._answered.wait(self.connect_timeout)

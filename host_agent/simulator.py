@@ -31,6 +31,12 @@ class SimConfig:
     unit_key: str = ""  # hex: the unit key the recorder is commissioned with (signs policies)
     pre_event_s: int = 0  # pre-event buffer in standby (-1: what the policy says)
     mqtt: str = ""  # "host:port": the recorder docks over this MQTT broker, not the serial line
+    mqtt_ca: str = ""  # with mqtt: TLS, the broker verified against this CA file (PEM or DER)
+    mqtt_cert: str = ""  # with mqtt_ca: the recorder's client certificate (CN = device id)
+    mqtt_key: str = ""  # ... and its key
+    mqtt_server_name: str = ""  # the name in the broker's certificate (default: the host)
+    mqtt_user: str = ""  # MQTT user name
+    mqtt_password_file: str = ""  # file with the MQTT password
     from_source: bool = False  # run device/*.py instead of the mpy-cross build
 
 
@@ -77,6 +83,13 @@ class SimulatedRecorder:
             cmd += ["--fault", c.fault]
         if c.mqtt:
             cmd += ["--mqtt", c.mqtt]
+            for opt, value in (("--mqtt-ca", c.mqtt_ca), ("--mqtt-cert", c.mqtt_cert),
+                               ("--mqtt-key", c.mqtt_key),
+                               ("--mqtt-server-name", c.mqtt_server_name),
+                               ("--mqtt-user", c.mqtt_user),
+                               ("--mqtt-password-file", c.mqtt_password_file)):
+                if value:
+                    cmd += [opt, value]
         if c.unit_key:
             cmd += ["--unit-key", c.unit_key]
         cmd += ["--pre-event-s", str(c.pre_event_s)]

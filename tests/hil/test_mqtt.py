@@ -166,14 +166,17 @@ class TcpProxy:
             with self._lock:
                 self._conns += [client, upstream]
                 self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        state = bytearray()  # per connection and direction, for send_up
         try:
             while data := src.recv(1 << 16):
-                dst.sendall(data)
+                if up:
+                    self.send_up(dst, data, state)
+                else:
+                    dst.sendall(data)
         except OSError:
             pass  # cut: the other pump closes too
         for s in (src, dst):
@@ -181,6 +184,10 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def send_up(self, dst: socket.socket, data: bytes, pending: bytearray) -> None:
+        """Forward device->broker bytes (a subclass may filter; `pending` is its buffer)."""
+        dst.sendall(data)
 
     def cut(self) -> None:
         with self._lock:
@@ -195,6 +202,67 @@ class TcpProxy:
     def close(self) -> None:
         self._server.close()
         self.cut()
+
+
+class DroppingProxy(TcpProxy):
+    """A TcpProxy that can silently drop the device's next PUBLISH packets (whole MQTT packets,
+    so the stream stays well-formed: the broker sees nothing wrong, data just never arrives)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self.to_drop = 0
+        self.dropped = 0
+
+    def drop_next(self, n: int) -> None:
+        self.to_drop = n
+
+    def send_up(self, dst: socket.socket, data: bytes, pending: bytearray) -> None:
+        pending += data
+        out = bytearray()
+        while len(pending) >= 2:
+            length, shift, i = 0, 0, 1
+            while i < len(pending):
+                length |= (pending[i] & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not pending[i - 1] & 0x80:
+                    break
+            else:
+                break  # the length is not all here yet
+            if len(pending) < i + length:
+                break
+            packet = bytes(pending[:i + length])
+            del pending[:i + length]
+            if packet[0] & 0xF0 == 0x30 and self.to_drop > 0:
+                self.to_drop -= 1
+                self.dropped += 1
+                continue
+            out += packet
+        if out:
+            dst.sendall(out)
+
+
+# -- 3b. device->broker data silently lost mid-transfer: the dock resumes -------------------------
+def test_device_data_silently_lost_mid_transfer_is_asked_again_exactly_once(
+        tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "broker") as broker:
+        proxy = DroppingProxy((broker.host, broker.port))
+        try:
+            with docked_mqtt(tmp_path, f"127.0.0.1:{proxy.port}", "SIM-MQTT-5", broker,
+                             **BIG) as (rec, session, _transport):
+                # Mid-segment 2: four data chunks (128 KiB) vanish between device and broker.
+                progress = Interrupt(0.45, lambda: proxy.drop_next(4))
+                report = dock(session, progress)
+                left = device_records(rec)
+            device_log = rec.log_text()
+        finally:
+            proxy.close()
+    assert progress.fired_at is not None, "the transfer finished before anything was dropped"
+    assert proxy.dropped == 4
+    assert "connection 2" not in device_log  # nothing was cut: the loss was silent
+    assert report.offload["resumed_reads"] >= 1
+    check_vault_exactly(tmp_path, report, [1, 2, 3])
+    assert left == []
 
 
 def test_a_cut_device_connection_mid_transfer_resumes_and_fires_the_last_will(
