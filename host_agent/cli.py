@@ -165,11 +165,28 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
 
 
 # -- commands -------------------------------------------------------------------------------
-def _mqtt_transport(broker: str, device_id: str) -> Transport:
-    from host_agent.mqtt_transport import MqttTransport
+def _mqtt_transport(broker: str, device_id: str,
+                    args: argparse.Namespace | None = None) -> Transport:
+    from host_agent.mqtt_transport import MqttTransport, read_password
 
     host, _, port = broker.rpartition(":")
-    return MqttTransport(host or "127.0.0.1", int(port), device_id)
+    ca, cert, key, user, pw_file = (getattr(args, name, None) for name in (
+        "mqtt_ca", "mqtt_cert", "mqtt_key", "mqtt_user", "mqtt_password_file"))
+    return MqttTransport(host or "127.0.0.1", int(port), device_id, ca=ca, cert=cert, key=key,
+                         username=user, password=read_password(pw_file) if pw_file else None)
+
+
+def _add_mqtt_auth_options(p: argparse.ArgumentParser, recorder: bool) -> None:
+    """TLS and credentials for a production broker (deploy/mosquitto/README.md)."""
+    who = "the recorder's, CN = its device id" if recorder else "the dock's, CN = dock"
+    p.add_argument("--mqtt-ca", metavar="FILE", help="TLS: verify the broker against this CA")
+    p.add_argument("--mqtt-cert", metavar="FILE", help=f"TLS client certificate ({who})")
+    p.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's private key")
+    p.add_argument("--mqtt-user", metavar="NAME", help="MQTT user name (password auth)")
+    p.add_argument("--mqtt-password-file", metavar="FILE", help="file holding the MQTT password")
+    if recorder:
+        p.add_argument("--mqtt-server-name", metavar="NAME",
+                       help="name in the broker's certificate, if not the host of --mqtt")
 
 
 def _demo_phase(rec: SimulatedRecorder, segment_ms: int) -> None:
@@ -229,6 +246,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.mqtt:
         config.mqtt = args.mqtt
         config.device_id = config.device_id or "SIM-" + storage.name[-6:].upper()
+        for name in ("mqtt_ca", "mqtt_cert", "mqtt_key", "mqtt_server_name", "mqtt_user",
+                     "mqtt_password_file"):
+            value = getattr(args, name)
+            if value:  # the recorder process runs elsewhere: hand it absolute paths
+                setattr(config, name, value if name in ("mqtt_user", "mqtt_server_name")
+                        else str(Path(value).resolve()))
     rec = SimulatedRecorder(storage, config, storage.parent / "device.log").start()
     how = (f"--mqtt {args.mqtt} --device {config.device_id}" if args.mqtt
            else f"--port {rec.port}")
@@ -254,7 +277,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _open_port(args: argparse.Namespace) -> Transport:
     transport: Transport
     if args.mqtt:
-        transport = _mqtt_transport(args.mqtt, args.device)
+        transport = _mqtt_transport(args.mqtt, args.device, args)
     else:
         transport = SerialTransport(args.port, baudrate=args.baud)
     transport.open()
@@ -465,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="run a simulated recorder on a pty")
     p.add_argument("--storage", help="device storage directory (kept across runs)")
     p.add_argument("--mqtt", metavar="HOST:PORT", help="dock over this MQTT broker")
+    _add_mqtt_auth_options(p, recorder=True)
     _add_sim_options(p)
     p.set_defaults(func=cmd_sim)
 
@@ -473,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", help="serial port (pyserial URL)")
         p.add_argument("--mqtt", metavar="HOST:PORT", help="dock over this MQTT broker instead")
         p.add_argument("--device", help="with --mqtt: the recorder's device id")
+        _add_mqtt_auth_options(p, recorder=False)
         p.add_argument("--vault", required=True)
         p.add_argument("--baud", type=int, default=921600)
         p.add_argument("--dock-id", default="dock")
