@@ -182,12 +182,12 @@ class NullModem:
         while not stop.is_set():
             imp = d.impairment
             if imp is None and not line:
-                # The clean line: read what is there, write it all, nothing else.
-                if not src_poll.poll(_POLL_MS):
-                    continue
+                # The clean line: read what is there, write it all, nothing else. Read first
+                # and poll only when there is nothing: while bytes flow, one read per 4 KiB.
                 try:
                     data = os.read(d.src, _CHUNK)
                 except BlockingIOError:
+                    src_poll.poll(_POLL_MS)
                     continue
                 d.bytes_in += len(data)
                 self._write_all(d.dst, data, dst_poll)
