@@ -600,13 +600,7 @@ class Vault:
         if case_no is not None:
             query += " AND case_no = ?"
             params.append(case_no)
-        cur = self.db.execute(query + " ORDER BY t, seq", params)
-        rows = []
-        for row in cur.fetchall():
-            d = _row_dict(cur, row)
-            d["detail"] = json.loads(str(d["detail"]))
-            rows.append(d)
-        return rows
+        return _rows_with_json(self.db.execute(query + " ORDER BY t, seq", params), "detail")
 
     def manifest_path(self, device_id: str, seq: int) -> Path:
         return self.root / "manifests" / device_id / f"{seq:08d}.cose"
@@ -816,13 +810,7 @@ class Vault:
         if device_id is not None:
             sql += " WHERE device_id = ?"
             args = (device_id,)
-        cur = self.db.execute(sql + " ORDER BY id", args)
-        out = []
-        for row in cur.fetchall():
-            d = _row_dict(cur, row)
-            d["report"] = json.loads(str(d["report"]))
-            out.append(d)
-        return out
+        return _rows_with_json(self.db.execute(sql + " ORDER BY id", args), "report")
 
     # -- verification --------------------------------------------------------------------------
 
@@ -988,6 +976,16 @@ class _Verifier:
 def _object_path(root: Path, sha256: bytes) -> Path:
     h = sha256.hex()
     return root / "objects" / h[:2] / h
+
+
+def _rows_with_json(cur: sqlite3.Cursor, column: str) -> list[dict[str, object]]:
+    """Rows as dicts, with one JSON text column decoded."""
+    rows = []
+    for row in cur.fetchall():
+        d = _row_dict(cur, row)
+        d[column] = json.loads(str(d[column]))
+        rows.append(d)
+    return rows
 
 
 def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, object]:
