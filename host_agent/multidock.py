@@ -12,7 +12,9 @@ A port that fails does not stop the others: its result carries the error, and si
 released that the vault does not hold, docking that recorder again resumes where it stopped.
 
 Workers come from a `forkserver`: a clean process that forks them, so the caller's threads
-(a GUI, an MQTT client, a test's null modem relays) are never copied into a worker.
+(a GUI, an MQTT client, a test's null modem relays) are never copied into a worker. As with
+any multiprocessing start method but fork, a script that calls `dock_many` must guard its
+top level with `if __name__ == "__main__":` (each worker imports the caller's main module).
 """
 
 from __future__ import annotations
