@@ -306,6 +306,29 @@ def cmd_dock(args: argparse.Namespace) -> int:
     return 0 if report.readiness["ready"] and not report.offload["quarantined"] else 1
 
 
+def cmd_dock_many(args: argparse.Namespace) -> int:
+    """Dock every --port at once (a many-slot dock): one worker process per port."""
+    from host_agent.multidock import dock_many
+
+    signed = Path(args.policy).read_bytes() if args.policy else None
+    results = dock_many(args.port, args.vault, processes=args.processes, dock_id=args.dock_id,
+                        enroll_unknown=args.enroll_unknown, policy=signed, baudrate=args.baud)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, default=_json_default))
+    else:
+        for r in results:
+            if r.report is None:
+                print(f"{r.port}: FAILED: {r.error}")
+            else:
+                off = r.report["offload"]
+                print(f"{r.port}: {r.report['device_id']}: stored {len(off['stored'])} records, "
+                      f"{off['bytes']} bytes, ready={r.report['readiness']['ready']}")
+    failed = any(r.report is None for r in results)
+    unready = any(r.report and (not r.report["readiness"]["ready"]
+                                or r.report["offload"]["quarantined"]) for r in results)
+    return 2 if failed else 1 if unready else 0
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     with Vault.open(args.vault) as vault:
         if args.public_key:
@@ -513,6 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--public-key", help="… and its public key (hex)")
             p.add_argument("--expect-fingerprint", help="refuse unless the key matches")
             p.add_argument("--note", default="")
+
+    p = sub.add_parser("dock-many", help="dock several serial ports at once (a many-slot dock)")
+    p.add_argument("--port", action="append", required=True, help="serial port; repeat it")
+    p.add_argument("--vault", required=True)
+    p.add_argument("--baud", type=int, default=921600)
+    p.add_argument("--dock-id", default="dock")
+    p.add_argument("--processes", type=int, default=None,
+                   help="worker processes (default: one per port)")
+    p.add_argument("--enroll-unknown", action="store_true",
+                   help="trust a new recorder on first sight (lab use only)")
+    p.add_argument("--policy", metavar="POLICY.cose",
+                   help="deliver this unit-signed policy (bodycam policy sign)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dock_many)
 
     p = sub.add_parser("vault", help="vault maintenance")
     vsub = p.add_subparsers(dest="vault_command", required=True)
