@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -297,11 +298,13 @@ def test_a_cut_device_connection_mid_transfer_resumes_and_fires_the_last_will(
 
 # -- 4. the ACL: a device may touch only its own topics -----------------------------------------
 def paho_client(broker: Mosquitto, client_id: str, user: str | None = None,
-                password: str | None = None) -> mqtt.Client:
+                password: str | None = None, tls: ssl.SSLContext | None = None) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv311)
     if user is not None:
         c.username_pw_set(user, password)
+    if tls is not None:
+        c.tls_set_context(tls)
     connected = threading.Event()
     c.on_connect = lambda cl, u, f, rc, p: connected.set() if not rc.is_failure else None
     c.connect(broker.host, broker.port)

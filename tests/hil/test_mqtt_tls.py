@@ -12,12 +12,10 @@ import re
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from host_agent.broker import BrokerError, Mosquitto, mosquitto_binary, tls_listener_config
@@ -28,7 +26,7 @@ from host_agent.transport import Disconnected
 from host_agent.vault import Vault
 from tests.hil.conftest import device_records
 from tests.hil.pki import TestCA
-from tests.hil.test_mqtt import BIG, FAST, check_vault_exactly, collect, subscribe
+from tests.hil.test_mqtt import BIG, FAST, check_vault_exactly, collect, paho_client, subscribe
 
 try:
     mosquitto_binary()
@@ -81,18 +79,6 @@ def run_dock(tmp_path: Path, name: str, cfg: SimConfig,
         rec.stop()
         vault.close()
     return report, left, rec.log_text()
-
-
-def paho_tls(broker: Mosquitto, client_id: str, ctx: ssl.SSLContext) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv311)
-    c.tls_set_context(ctx)
-    connected = threading.Event()
-    c.on_connect = lambda cl, u, f, rc, p: connected.set() if not rc.is_failure else None
-    c.connect(broker.host, broker.port)
-    c.loop_start()
-    assert connected.wait(5), f"{client_id} could not connect"
-    return c
 
 
 def connected_log_ms(log: str) -> list[int]:
@@ -211,8 +197,8 @@ def test_a_device_certificate_confines_it_to_its_own_topics(tmp_path: Path, pki:
         return tls_context(pki.ca_file, pki.dir / f"{cn}.crt", pki.dir / f"{cn}.key")
 
     with Mosquitto.production(tmp_path / "broker", pki.dir) as broker:
-        a = paho_tls(broker, "bodycam-CAM-A", ctx("CAM-A"))
-        b = paho_tls(broker, "bodycam-CAM-B", ctx("CAM-B"))
+        a = paho_client(broker, "bodycam-CAM-A", tls=ctx("CAM-A"))
+        b = paho_client(broker, "bodycam-CAM-B", tls=ctx("CAM-B"))
         dock_b = dock_over(pki, broker, "CAM-B")
         dock_b.open()
         # A recorder (MicroPython) that claims to be CAM-B but holds CAM-A's certificate.
