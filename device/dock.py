@@ -7,6 +7,7 @@ dock knows the window is complete (or how much of it the segment had).
 """
 
 from device import FIRMWARE_VERSION
+from device.hal import battery_state
 from protocol import messages
 from protocol.manifest import record_hash
 
@@ -93,8 +94,8 @@ class DockServer:
         await self.send(messages.make(
             "status",
             rid=msg["rid"],
-            battery_main=_battery(hal.battery_main),
-            battery_backup=_battery(hal.battery_backup),
+            battery_main=battery_state(hal.battery_main),
+            battery_backup=battery_state(hal.battery_backup),
             storage={"free": free, "total": total},
             clock=self.clock.describe(),
             health={"faults": hal.selftest()},
@@ -190,8 +191,3 @@ class DockServer:
         self.store.release(seq)
         self._log("released record %d" % seq)
         await self.send(messages.make("released", rid=msg["rid"], seq=seq))
-
-
-def _battery(cell) -> dict:
-    mv, pct, charging = cell.read()
-    return {"mv": mv, "pct": pct, "charging": charging}

@@ -32,3 +32,9 @@ class Hal:
         self.indicator = indicator
         self.link = link
         self.selftest = selftest
+
+
+def battery_state(cell) -> dict:
+    """A battery's reading as the protocol and the records carry it."""
+    mv, pct, charging = cell.read()
+    return {"mv": mv, "pct": pct, "charging": charging}

@@ -13,8 +13,6 @@ so the server can stream segment data from one buffer with no copy per chunk.
 """
 
 import asyncio
-import binascii
-import struct
 
 from protocol import framing, messages
 
@@ -69,13 +67,9 @@ class FramedLink:
 
     async def send(self, payload) -> None:
         # Header, payload, trailer written in place: no framed copy of the payload.
-        head, tail = self._head, self._tail
-        n = len(payload)
-        head[0:2] = framing.MAGIC
-        struct.pack_into("<I", head, 2, n)
-        struct.pack_into("<I", head, 6, binascii.crc32(memoryview(head)[0:6]))
-        struct.pack_into("<I", tail, 0, binascii.crc32(payload))
-        self._writer.write(head)
+        framing.header_into(self._head, len(payload))
+        framing.trailer_into(self._tail, 0, payload)
+        self._writer.write(self._head)
         self._writer.write(payload)
-        self._writer.write(tail)
+        self._writer.write(self._tail)
         await self._writer.drain()

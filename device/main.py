@@ -84,7 +84,10 @@ def main(argv) -> None:
     # Boot order matters on a small heap: the link's and the camera's buffers, then the key's
     # 24 KB table, are allocated while large free blocks still exist; the rest comes after.
     from device.recorder import CHUNK_SIZE
+    from device.sim_hal import makedirs
 
+    makedirs(a["storage"])
+    device_id = _device_id(a["storage"], a["device-id"])
     tty = None
     link: object
     if a["mqtt"]:
@@ -101,7 +104,7 @@ def main(argv) -> None:
         if a["mqtt-password-file"]:
             with open(a["mqtt-password-file"]) as f:
                 password = f.read().rstrip("\r\n")
-        link = MqttLink(host, int(port), _device_id(a["storage"], a["device-id"]), log,
+        link = MqttLink(host, int(port), device_id, log,
                         user=a["mqtt-user"] or None, password=password, tls=tls,
                         server_hostname=a["mqtt-server-name"] or None)
     else:
@@ -115,10 +118,10 @@ def main(argv) -> None:
 
     key = DeviceKey.load_or_create(a["storage"], log)
 
-    asyncio.run(run(a, tty, link, camera_buf, key))
+    asyncio.run(run(a, device_id, tty, link, camera_buf, key))
 
 
-async def run(a, tty, link, camera_buf, key) -> None:
+async def run(a, device_id, tty, link, camera_buf, key) -> None:
     from device.clock import ClockService
     from device.dock import DockServer
     from device.hal import Hal
@@ -130,7 +133,7 @@ async def run(a, tty, link, camera_buf, key) -> None:
     storage = SimStorage(a["storage"], a["capacity-mb"] * 1024 * 1024)
     faults = [a["fault"]] if a["fault"] else []
     hal = Hal(
-        device_id=_device_id(a["storage"], a["device-id"]),
+        device_id=device_id,
         clock=SimClock(a["skew-us"], a["drift-ppm"]),
         battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]), 20),
         battery_backup=SimBattery(3000, 2000, a["backup-pct"]),

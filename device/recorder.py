@@ -23,6 +23,7 @@ import os
 import time
 
 from device import FIRMWARE_VERSION
+from device.hal import battery_state
 from protocol import cose, manifest
 
 try:
@@ -144,8 +145,8 @@ class Recorder:
         fields["t_last"] = last_alive
         fields["t_boot"] = self.clock.now_us()
         fields["clock"] = self.clock.describe()
-        fields["battery_main"] = _battery(self.hal.battery_main)
-        fields["battery_backup"] = _battery(self.hal.battery_backup)
+        fields["battery_main"] = battery_state(self.hal.battery_main)
+        fields["battery_backup"] = battery_state(self.hal.battery_backup)
         fields["phase"] = meta["phase"]
         self._seal(fields, None)
         self.store.clear_meta()
@@ -376,13 +377,13 @@ class Recorder:
                     alive_at = now + _ALIVE_MS * 1000
             camera.stop()
         self._seal_segment(digest.digest(), size, meta, self.clock.now_us(), False)
-        self._check_battery()
+        self._checkbattery_state()
         if self._stop_after:
             self._stop_after -= 1
             if not self._stop_after:
                 self.recording = False
 
-    def _check_battery(self) -> None:
+    def _checkbattery_state(self) -> None:
         pct = self.hal.battery_main.read()[1]
         if pct < self.policies.threshold("main_floor_pct"):
             if not self._battery_warned:
@@ -391,8 +392,3 @@ class Recorder:
                 self.event("battery_low", {"pct": pct})
         else:
             self._battery_warned = False
-
-
-def _battery(cell) -> dict:
-    mv, pct, charging = cell.read()
-    return {"mv": mv, "pct": pct, "charging": charging}

@@ -71,14 +71,14 @@ class SimStorage:
     def __init__(self, root: str, total_bytes: int) -> None:
         self.root = root
         self.total = total_bytes
-        _makedirs(root)
+        makedirs(root)
 
     def usage(self):
         used = _tree_size(self.root)
         return max(0, self.total - used), self.total
 
 
-def _makedirs(path: str) -> None:
+def makedirs(path: str) -> None:
     parts = path.split("/")
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
@@ -156,7 +156,11 @@ def open_tty(path: str):
     """A serial line on a tty (a pty in simulation), raw, with UART-like non-blocking reads."""
     f = open(path, "r+b")
     fd = f.fileno()
-    termios.setraw(fd)
+    try:
+        termios.setraw(fd)
+    except OSError:
+        f.close()
+        raise OSError("%s is not a serial line (tty)" % path)
     attrs = termios.tcgetattr(fd)
     # VMIN=0, VTIME=0: a read returns what is there at once; asyncio polls for readiness.
     attrs[6][_VMIN] = 0

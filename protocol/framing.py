@@ -38,6 +38,18 @@ class FramingError(ValueError):
     """A frame that cannot be built (the local side's fault)."""
 
 
+def header_into(head, payload_len: int) -> None:
+    """Write the 10-byte frame header for a payload of `payload_len` into head[0:10]."""
+    head[0:2] = MAGIC
+    struct.pack_into("<I", head, 2, payload_len)
+    struct.pack_into("<I", head, 6, binascii.crc32(memoryview(head)[0:6]))
+
+
+def trailer_into(tail, at: int, payload) -> None:
+    """Write the payload's CRC-32 trailer into tail[at:at+4]."""
+    struct.pack_into("<I", tail, at, binascii.crc32(payload))
+
+
 def frame_into(buf, payload_len: int) -> int:
     """Frame a payload already placed at buf[HEADER_SIZE:HEADER_SIZE+payload_len].
 
@@ -47,11 +59,8 @@ def frame_into(buf, payload_len: int) -> int:
     end = HEADER_SIZE + payload_len
     if payload_len < 0 or len(buf) < end + TRAILER_SIZE:
         raise FramingError("buffer too small for a %d-byte payload" % payload_len)
-    mv = memoryview(buf)
-    mv[0:2] = MAGIC
-    struct.pack_into("<I", buf, 2, payload_len)
-    struct.pack_into("<I", buf, 6, binascii.crc32(mv[0:6]))
-    struct.pack_into("<I", buf, end, binascii.crc32(mv[HEADER_SIZE:end]))
+    header_into(buf, payload_len)
+    trailer_into(buf, end, memoryview(buf)[HEADER_SIZE:end])
     return end + TRAILER_SIZE
 
 
