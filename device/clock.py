@@ -5,17 +5,9 @@ it), "synced" (set by a dock within the holdover window, with the uncertainty th
 measured) or "holdover" (synced, but longer ago than the window).
 """
 
-import os
-
+from device import fs
 from protocol import cbor
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 _HOLDOVER_US = const(86400 * 1000000)  # a dock syncs recorders daily (Art. 4)
 
@@ -27,8 +19,7 @@ class ClockService:
         self.synced_at = 0
         self.uncertainty_us = 0
         try:
-            with open(self._path, "rb") as f:
-                state = cbor.decode(f.read())
+            state = cbor.decode(fs.read(self._path))
             self.synced_at = state["synced_at"]
             self.uncertainty_us = state["uncertainty_us"]
         except (OSError, ValueError, KeyError):
@@ -58,8 +49,6 @@ class ClockService:
         after = self._clock.now_us()
         self.synced_at = after
         self.uncertainty_us = uncertainty_us
-        tmp = self._path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(cbor.encode({"synced_at": after, "uncertainty_us": uncertainty_us}))
-        os.rename(tmp, self._path)
+        fs.write_atomic(self._path, cbor.encode({"synced_at": after,
+                                                 "uncertainty_us": uncertainty_us}))
         return before, after

@@ -9,15 +9,8 @@ dock knows the window is complete (or how much of it the segment had).
 from device import FIRMWARE_VERSION
 from device.hal import battery_state
 from protocol import messages
+from protocol.compat import const
 from protocol.manifest import record_hash
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
 
 MAX_READ = const(16 * 1024 * 1024)
 _LIST_LIMIT = const(64)

@@ -1,8 +1,8 @@
 """The hardware the recorder core may touch, and nothing else.
 
-Each part is a small object injected into the core; `device/sim_hal.py` implements them for the
-MicroPython unix port, a board port implements them over its drivers. The core never imports a
-driver itself.
+Each part is a small object injected into the core; `device/boards/unix_sim/hal.py` implements
+them for the MicroPython unix port, a board implements them over its drivers
+(device/boards/<name>/). The core never imports a board or a driver itself.
 
 clock    now_us() -> int (µs since the Unix epoch); step(delta_us) moves the clock
 battery_main, battery_backup

@@ -7,6 +7,7 @@ secure element or a read-protected flash page; in simulation, a file in the devi
 import hashlib
 import os
 
+from device import fs
 from protocol.ed25519 import SigningKey
 
 _SEED_FILE = "/device.key"
@@ -25,17 +26,13 @@ class DeviceKey:
     def load_or_create(cls, root: str, log) -> "DeviceKey":
         path = root + _SEED_FILE
         try:
-            with open(path, "rb") as f:
-                seed = f.read()
+            seed = fs.read(path)
         except OSError:
             seed = b""
         if len(seed) != 32:
             if seed:
                 raise ValueError("device key file %s is damaged (%d bytes)" % (path, len(seed)))
             seed = os.urandom(32)
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(seed)
-            os.rename(tmp, path)
+            fs.write_atomic(path, seed)
             log("generated a new device key")
         return cls(seed)

@@ -15,14 +15,7 @@ so the server can stream segment data from one buffer with no copy per chunk.
 import asyncio
 
 from protocol import framing, messages
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 CHUNK_SIZE = const(32768)  # segment bytes per data payload
 MAX_REQUEST = const(4096)  # requests are small; a longer frame is noise or an attack

@@ -27,13 +27,7 @@ import socket
 import struct
 import time
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)

@@ -12,7 +12,7 @@ A PUBACK only proves the broker took the message: a broker restart (persistence 
 that drops a slow subscriber's queue or a dock that reconnects loses messages all the same, so
 the dock has to detect loss end to end anyway. It does: its windowed `read` requests name the
 last good offset, act as cumulative acks and rewind to the first missing byte on a gap or a
-stall (host_agent/session.py), and the device frees a segment only on a `release` that names
+stall (host_agent/dock/session.py), and the device frees a segment only on a `release` that names
 the record hash the vault committed (device/dock.py). QoS 1 on top would cost either a 32 KiB
 buffer per unacknowledged chunk (to retransmit it) or a stop-and-wait per chunk, on a heap of
 a few hundred KiB, to buy nothing end to end. Requests come in on a QoS 1 subscription (they
@@ -23,7 +23,7 @@ dock server writes the chunk header in front, and send_tx writes the PUBLISH hea
 in front of that, in the room TX_AT reserves: one memoryview goes to the socket, no copy.
 
 TLS and credentials: `tls` is a context from mqtt.tls_context (CA, client certificate and key;
-deploy/mosquitto/README.md), `user`/`password` go in CONNECT. A refusal (bad certificate,
+host_agent/deploy/mosquitto/README.md), `user`/`password` go in CONNECT. A refusal (bad certificate,
 CONNACK 4/5) is retried with the same backoff as a lost broker.
 
 The connection is made (and remade) inside receive(): a lost connection makes sends no-ops
@@ -37,14 +37,7 @@ import random
 from device import mqtt
 from device.link import CHUNK_SIZE, MAX_REQUEST
 from protocol import messages
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 _HEAD_ROOM = const(128)  # bytes in front of a payload for the PUBLISH header and topic
 _BACKOFF_MIN_MS = const(100)

@@ -4,8 +4,7 @@ The unit's public key is set when the recorder is commissioned (`unit.pub` on it
 never changes through the dock: a dock can deliver a policy, but only the unit can sign one.
 """
 
-import os
-
+from device import fs
 from protocol import policy
 from protocol.ed25519 import verify
 
@@ -19,14 +18,12 @@ class PolicyStore:
         self._log = log
         self.unit_key = b""
         try:
-            with open(root + _UNIT_KEY_FILE, "rb") as f:
-                self.unit_key = f.read()
+            self.unit_key = fs.read(root + _UNIT_KEY_FILE)
         except OSError:
             pass
         self.current = policy.annex()
         try:
-            with open(root + _POLICY_FILE, "rb") as f:
-                self.current = self._open(f.read())
+            self.current = self._open(fs.read(root + _POLICY_FILE))
         except OSError:
             pass
         except policy.PolicyError as exc:
@@ -39,8 +36,7 @@ class PolicyStore:
         if self.unit_key and self.unit_key != unit_public:
             raise policy.PolicyError("this recorder is commissioned to another unit")
         if not self.unit_key:
-            with open(self._root + _UNIT_KEY_FILE, "wb") as f:
-                f.write(unit_public)
+            fs.write_atomic(self._root + _UNIT_KEY_FILE, unit_public)
             self.unit_key = unit_public
 
     def _open(self, signed) -> dict:
@@ -54,10 +50,7 @@ class PolicyStore:
         if new["id"] == self.current["id"] and new["version"] <= self.current["version"]:
             raise policy.PolicyError("policy %s is not newer than %s" % (policy.name(new),
                                                                           self.name))
-        tmp = self._root + _POLICY_FILE + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(signed)
-        os.rename(tmp, self._root + _POLICY_FILE)
+        fs.write_atomic(self._root + _POLICY_FILE, signed)
         self.current = new
         self.name = policy.name(new)
         return self.name

@@ -25,14 +25,7 @@ import time
 from device import FIRMWARE_VERSION
 from device.hal import battery_state
 from protocol import cose, manifest
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 CHUNK_SIZE = const(8192)  # camera bytes per write: small, it lives in the heap for good
 _CONFIRM_MS = const(10000)  # a phase-end request must be confirmed within this

@@ -16,23 +16,9 @@ them durably; nothing else deletes.
 
 import os
 
+from device import fs
 from protocol import cbor
 from protocol.manifest import GENESIS, record_hash
-
-
-def _exists(path: str) -> bool:
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _write_atomic(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
 
 
 class RecordStore:
@@ -49,20 +35,19 @@ class RecordStore:
 
     def _load_head(self) -> None:
         try:
-            with open(self.root + "/chain", "rb") as f:
-                state = cbor.decode(f.read())
+            state = cbor.decode(fs.read(self.root + "/chain"))
             self.head_seq = state["seq"]
             self.head_hash = state["hash"]
         except OSError:
             pass
         # A crash between writing a record and the chain file: adopt the record.
-        while _exists(self.path(self.head_seq + 1, ".cose")):
+        while fs.exists(self.path(self.head_seq + 1, ".cose")):
             self._advance(self.head_seq + 1, self.read_record(self.head_seq + 1))
 
     def _advance(self, seq: int, cose_bytes) -> None:
         self.head_seq = seq
         self.head_hash = record_hash(cose_bytes)
-        _write_atomic(self.root + "/chain", cbor.encode({"seq": seq, "hash": self.head_hash}))
+        fs.write_atomic(self.root + "/chain", cbor.encode({"seq": seq, "hash": self.head_hash}))
 
     def path(self, seq: int, ext: str) -> str:
         return "%s/%08d%s" % (self.dir, seq, ext)
@@ -73,7 +58,7 @@ class RecordStore:
             raise ValueError("record %d does not follow the chain head %d" % (seq, self.head_seq))
         if part_path:
             os.rename(part_path, self.path(seq, ".bin"))
-        _write_atomic(self.path(seq, ".cose"), cose_bytes)
+        fs.write_atomic(self.path(seq, ".cose"), cose_bytes)
         self._advance(seq, cose_bytes)
 
     # -- the segment being recorded -----------------------------------------------------------
@@ -82,24 +67,20 @@ class RecordStore:
         return self.dir + "/current.part"
 
     def write_meta(self, meta) -> None:
-        _write_atomic(self.dir + "/current.meta", cbor.encode(meta))
+        fs.write_atomic(self.dir + "/current.meta", cbor.encode(meta))
 
     def read_meta(self):
         """The meta of a recording that was on when the recorder last went down, or None."""
         try:
-            with open(self.dir + "/current.meta", "rb") as f:
-                return cbor.decode(f.read())
+            return cbor.decode(fs.read(self.dir + "/current.meta"))
         except (OSError, ValueError):
             return None
 
     def clear_meta(self) -> None:
-        try:
-            os.remove(self.dir + "/current.meta")
-        except OSError:
-            pass
+        fs.remove(self.dir + "/current.meta")
 
     def part_exists(self) -> bool:
-        return _exists(self.part_path)
+        return fs.exists(self.part_path)
 
     def read_record(self, seq: int) -> bytes:
         with open(self.path(seq, ".cose"), "rb") as f:

@@ -14,13 +14,7 @@ collide in a dict, which would silently drop data.
 
 import struct
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(value):
-        return value
-
+from protocol.compat import const
 
 # Containers (array, map, tag) that may enclose an item; bounds recursion on both sides.
 MAX_DEPTH = const(16)

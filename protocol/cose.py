@@ -6,18 +6,13 @@
 
 external_aad stays empty so any COSE implementation can verify with just the public key.
 Parsing keeps the protected header and payload exactly as received: a verifier checks the
-signature over those bytes, never over a re-encoding.
+signature over those bytes, never over a re-encoding. Headers hold exactly what `sign1` puts
+there (alg; kid): an envelope with any other header parameter is refused, since unprotected
+entries are not covered by the signature and would ride along into the stored record.
 """
 
 from protocol import cbor
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 TAG_SIGN1 = const(18)
 HDR_ALG = const(1)
@@ -76,6 +71,12 @@ def parse_sign1(data) -> Sign1:
         raise CoseError("protected header: %s" % exc)
     if not isinstance(headers, dict) or headers.get(HDR_ALG) != ALG_EDDSA:
         raise CoseError("protected header must name alg EdDSA (-8)")
+    if len(headers) != 1:
+        raise CoseError("protected header carries parameters besides alg")
     if not isinstance(unprotected, dict) or not isinstance(unprotected.get(HDR_KID), bytes):
         raise CoseError("unprotected header must carry a kid")
+    # The unprotected header is not signed: anything in it besides the kid was added by someone
+    # other than the signer, and a stored record must be exactly what was signed.
+    if len(unprotected) != 1:
+        raise CoseError("unprotected header carries unsigned entries besides the kid")
     return Sign1(protected, unprotected[HDR_KID], payload, signature)

@@ -12,16 +12,10 @@ Not constant-time: big-int arithmetic in either runtime leaks timing. That is
 acceptable for a recorder signing its own evidence, not for a shared host.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
-
 import gc
 import struct
+
+from protocol.compat import const
 
 try:
     from hashlib import sha512 as _hashlib_sha512

@@ -18,13 +18,7 @@ as `noise` for the log.
 import binascii
 import struct
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 MAGIC = b"\xb0\xdc"
 HEADER_SIZE = const(10)

@@ -17,14 +17,7 @@ Kinds:
 import hashlib
 
 from protocol import cbor, schema
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 FORMAT_VERSION = const(1)
 GENESIS = bytes(32)

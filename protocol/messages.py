@@ -12,14 +12,7 @@ so neither side ever acts on a field that is missing or of the wrong type.
 import struct
 
 from protocol import cbor, schema
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 PROTOCOL_VERSION = const(1)
 KIND_MESSAGE = const(0x4D)  # "M"

@@ -10,18 +10,11 @@ Policy document (CBOR map):
   unit               who issued it
   rows               list of {no, matter, stage, records, start, end, recorder, continuous}
                      recorder is "recorder" (body-worn) or "hall_cctv"
-  thresholds         {pre_event_s 0..120, main_floor_pct, backup_floor_pct, storage_reserve_mb}
+  thresholds         DEFAULT_THRESHOLDS' keys: what the recorder and the dock enforce
 """
 
 from protocol import cbor, cose
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from protocol.compat import const
 
 POLICY_FORMAT = const(1)
 MAX_PRE_EVENT_S = const(120)
@@ -57,12 +50,21 @@ _ANNEX = (
      "inspection ends", "recorder"),
 )
 
+# The unit's numbers (Art. 12), read by the recorder and the dock alike.
 DEFAULT_THRESHOLDS = {
-    "pre_event_s": 30,
-    "main_floor_pct": 20,
-    "backup_floor_pct": 30,
-    "storage_reserve_mb": 2048,
+    "pre_event_s": 30,  # recorder: pre-event buffer kept in standby
+    "main_floor_pct": 20,  # recorder: below this it warns; a phase started below is an override
+    "storage_reserve_mb": 2048,  # recorder: kept free for mandated phases
+    # The dock releases a recorder for duty (Art. 4) only when all of these hold:
+    "duty_main_pct": 80,  # main battery at least this
+    "backup_floor_pct": 50,  # backup (clock) cell at least this
+    "duty_storage_free_pct": 20,  # this much of the card free
+    "duty_clock_error_us": 10000,  # clock within this of the dock's after the sync
 }
+_LIMITS = (("pre_event_s", 0, MAX_PRE_EVENT_S), ("main_floor_pct", 0, 100),
+           ("storage_reserve_mb", 0, 1 << 20), ("duty_main_pct", 0, 100),
+           ("backup_floor_pct", 0, 100), ("duty_storage_free_pct", 0, 100),
+           ("duty_clock_error_us", 1, 60000000))
 
 
 class PolicyError(ValueError):
@@ -130,9 +132,7 @@ def check(policy) -> dict:
     th = policy.get("thresholds")
     if not isinstance(th, dict):
         raise PolicyError("policy needs thresholds")
-    limits = (("pre_event_s", 0, MAX_PRE_EVENT_S), ("main_floor_pct", 0, 100),
-              ("backup_floor_pct", 0, 100), ("storage_reserve_mb", 0, 1 << 20))
-    for key, lo, hi in limits:
+    for key, lo, hi in _LIMITS:
         if not _int_in(th.get(key), lo, hi):
             raise PolicyError("threshold %s must be within %d..%d" % (key, lo, hi))
     return policy
@@ -141,6 +141,15 @@ def check(policy) -> dict:
 def sign(policy: dict, kid: bytes, sign_fn) -> bytes:
     """The unit signs a policy (on the unit's machine; the device only verifies)."""
     return cose.sign1(cbor.encode(check(policy)), kid, sign_fn)
+
+
+def read_signed(data) -> dict:
+    """The policy document inside a signed policy, checked but NOT its signature: for the dock
+    reading the unit's own file; a recorder uses `open_signed`."""
+    try:
+        return check(cbor.decode(cose.parse_sign1(data).payload))
+    except (cose.CoseError, cbor.CBORError) as exc:
+        raise PolicyError("not a signed policy: %s" % exc)
 
 
 def open_signed(data, unit_public: bytes, verify_fn) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from host_agent.evidence import key_id
+from host_agent.vault.evidence import key_id
 from protocol import cose, manifest
 
 SEGMENT_US = 10_000_000

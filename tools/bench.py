@@ -31,13 +31,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import host_agent.simulator as simulator  # noqa: E402
-from host_agent.evidence import verify_data, verify_record  # noqa: E402
-from host_agent.multidock import aggregate_mb_per_s, dock_many  # noqa: E402
-from host_agent.nullmodem import Impairment, NullModem  # noqa: E402
-from host_agent.serial_transport import SerialTransport  # noqa: E402
-from host_agent.session import DockSession  # noqa: E402
-from host_agent.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+import host_agent.lab.simulator as simulator  # noqa: E402
+from host_agent.dock.many import PortResult, dock_many  # noqa: E402
+from host_agent.dock.session import DockSession  # noqa: E402
+from host_agent.lab.nullmodem import Impairment, NullModem  # noqa: E402
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+from host_agent.transport.serial import SerialTransport  # noqa: E402
 from host_agent.vault import Vault  # noqa: E402
 from tests.factories import RecordChain  # noqa: E402
 
@@ -350,17 +349,16 @@ def bench_ingest(total: int, runs: int) -> None:
         made = [chain.next_segment(data) for data in datas]
         with Vault.open(Path(tempfile.mkdtemp()) / "vault") as vault:
             vault.enroll(chain.device_id, chain.public_key, by="bench")
+            intake = vault.intake(chain.device_id)
             t0 = time.perf_counter()
-            head, prev = 0, bytes(32)
-            for (record, _), data in zip(made, datas, strict=True):
+            for (record, fields), data in zip(made, datas, strict=True):
                 mv = memoryview(data)
-                fields = verify_record(record, chain.public_key, chain.device_id, head + 1, prev)
+                plan = intake.examine(fields["seq"], record, len(data))
                 with vault.incoming() as inc:
                     for i in range(0, per, 32768):
                         inc.write(mv[i:i + 32768])
-                    verify_data(fields, inc.sha256, inc.size)
-                    prev = vault.commit(record, fields, inc)
-                head += 1
+                    if intake.conclude(plan, inc).status != "stored":
+                        raise SystemExit("bench: the ingest step refused a good segment")
             rates.append(segs * per / (time.perf_counter() - t0) / 1e6)
         t0 = time.perf_counter()
         for data in datas:
@@ -374,8 +372,19 @@ def bench_ingest(total: int, runs: int) -> None:
         "≥ 50 % of hashlib", r >= b / 2)
 
 
+def aggregate_mb_per_s(results: list[PortResult]) -> float:
+    """Bytes offloaded by all ports ÷ the span from the first offload's start to the last end
+    (each report's offload carries when it began and ended)."""
+    spans = [(r.report["offload"]["started"], r.report["offload"]["finished"])
+             for r in results if r.report]
+    if not spans:
+        return 0.0
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
+    return sum(r.bytes for r in results) / wall / 1e6 if wall > 0 else 0.0
+
+
 def many_once(count: int, cfg: dict[str, Any]) -> tuple[float, int, list[str]]:
-    """`count` recorders docked at once by `multidock.dock_many` (a process per port) into one
+    """`count` recorders docked at once by `dock.many.dock_many` (a process per port) into one
     vault; the rate is all bytes over the span from the first offload's start to the last's
     end."""
     base = Path(tempfile.mkdtemp())
@@ -402,7 +411,7 @@ def bench_many(count: int, runs: int, quick: bool) -> None:
     errors = [e for _, _, es in singles + manys for e in es]
     row(f"{count} recorders at once, aggregate", agg, "MB/s", "one recorder alone", single,
         "≥ single", agg >= single and not errors,
-        "; ".join(errors)[:300] or f"{manys[0][1]} bytes; multidock.dock_many, a process per "
+        "; ".join(errors)[:300] or f"{manys[0][1]} bytes; dock.many.dock_many, a process per "
         "port, one vault")
 
 

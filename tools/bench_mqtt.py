@@ -4,7 +4,7 @@
     python3 tools/bench_mqtt.py [--segments 3] [--segment-mb 8] [--runs 3] [--json]
 
 1. offload: a simulated recorder (the firmware in MicroPython) records `segments` segments,
-   then the dock offloads them over MQTT into a fresh vault (host_agent.session.dock); the
+   then the dock offloads them over MQTT into a fresh vault (host_agent.dock.session.dock); the
    figure is the session's own offload MB/s (segment bytes stored / offload seconds).
 2. raw paho: one paho client publishes the same number of bytes as 32 KiB QoS 1 messages,
    another receives them through the same broker; MB/s from the first publish to the last
@@ -26,14 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from host_agent.broker import Mosquitto  # noqa: E402
-from host_agent.mqtt_transport import MqttTransport  # noqa: E402
-from host_agent.session import DockSession, dock  # noqa: E402
-from host_agent.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+from host_agent.dock.session import DockSession, dock  # noqa: E402
+from host_agent.lab.broker import Mosquitto  # noqa: E402
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+from host_agent.transport.mqtt import MqttTransport  # noqa: E402
 from host_agent.vault import Vault  # noqa: E402
 
 CHUNK = 32 * 1024

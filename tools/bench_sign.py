@@ -8,8 +8,6 @@ Under MicroPython, also prints the heap in use once the key and comb table exist
 
 import sys
 
-sys.path.insert(0, ".")  # scripts start with their own folder on the path, not the repo root
-
 try:
     from time import ticks_diff, ticks_us
 except ImportError:  # CPython

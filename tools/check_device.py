@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from host_agent import firmware  # noqa: E402
+from host_agent.lab import firmware
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = firmware.PACKAGES
@@ -46,31 +45,15 @@ MYPY_WAIVERS = {
     "protocol.ed25519": ("misc", "assignment"),
 }
 
-# The smoke test imports these from the .mpy tree (device.main's whole import graph).
-SMOKE_MODULES = (
-    "asyncio",
-    "device",
-    "device.clock",
-    "device.dock",
-    "device.hal",
-    "device.keystore",
-    "device.policy_store",
-    "device.link",
-    "device.mqtt",
-    "device.mqtt_link",
-    "device.recorder",
-    "device.sim_hal",
-    "device.store",
-    "device.main",
-    "protocol.cbor",
-    "protocol.cose",
-    "protocol.ed25519",
-    "protocol.framing",
-    "protocol.manifest",
-    "protocol.messages",
-    "protocol.policy",
-    "protocol.schema",
-)
+
+def smoke_modules() -> tuple[str, ...]:
+    """What the smoke test imports from the .mpy tree: asyncio and every firmware module."""
+    names = []
+    for rel in firmware.firmware_sources(REPO):
+        parts = rel.with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return ("asyncio", *names)
+
 
 # RFC 8032 §7.1, TEST 2.
 _RFC8032_SEED = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"
@@ -211,7 +194,7 @@ import sys
 def live():
     gc.collect()
     return gc.mem_alloc()
-# The boot order of device/main.py: the key (and its 24 KB table) first, while the heap is
+# The boot order of device/app.py: the key (and its 24 KB table) first, while the heap is
 # unfragmented, then everything else.
 from binascii import hexlify, unhexlify
 from protocol import ed25519
@@ -253,7 +236,7 @@ def smoke_test(fw_dir: Path, heapsize: str = HEAPSIZE) -> dict[str, int]:
     """
     fw_dir = Path(fw_dir).resolve()
     script = (
-        f"MODULES = {SMOKE_MODULES!r}\nSEED = {_RFC8032_SEED!r}\nMSG = {_RFC8032_MSG!r}\n"
+        f"MODULES = {smoke_modules()!r}\nSEED = {_RFC8032_SEED!r}\nMSG = {_RFC8032_MSG!r}\n"
         + _SMOKE_SCRIPT
     )
     env = dict(os.environ)
@@ -352,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             heap = smoke_test(args.out)
             peak = max(heap["imported"], heap["signed"])
             print(
-                f"imported {len(SMOKE_MODULES)} modules from .mpy and signed RFC 8032 TEST 2 "
+                f"imported {len(smoke_modules())} modules from .mpy and signed RFC 8032 TEST 2 "
                 f"correctly; heap {heap['heap']} bytes, live after imports {heap['imported']}, "
                 f"after key+sign {heap['signed']} (peak {100 * peak / heap['heap']:.0f}%)"
             )

@@ -2,7 +2,7 @@
 
 By default every test docks a simulated recorder: the mpy-cross firmware in the MicroPython
 unix port under a heap ceiling (HEAPSIZE), on a null modem that can also be a bad cable
-(`up=`/`down=` take a host_agent.nullmodem.Impairment). With `--device-port /dev/ttyACM0`
+(`up=`/`down=` take a host_agent.lab.nullmodem.Impairment). With `--device-port /dev/ttyACM0`
 the same tests dock a real board instead; a test that needs the simulator (to choose what the
 device records, read its storage, damage the line or kill it) is skipped with the reason.
 See tests/hil/README.md.
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from host_agent.nullmodem import Impairment
-from host_agent.serial_transport import SerialTransport
-from host_agent.session import DockSession
-from host_agent.simulator import SimConfig, SimulatedRecorder
+from host_agent.dock.session import DockSession
+from host_agent.lab.nullmodem import Impairment
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder
+from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault
 
 # The heap of the target board class: a board with about 256 KB of heap for data, e.g. an

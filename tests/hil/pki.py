@@ -4,8 +4,8 @@
     ca.server("broker")             # broker.crt / broker.key, SAN localhost and 127.0.0.1
     ca.client("CAM-A")              # CAM-A.crt / CAM-A.key, CN = CAM-A
 
-Keys are P-256 (what a recorder's mbedTLS handles fastest); files are PEM, as deploy/mosquitto
-expects; the recorder reads PEM or DER.
+Keys are P-256 (what a recorder's mbedTLS handles fastest); files are PEM, as
+host_agent/deploy/mosquitto expects; the recorder reads PEM or DER.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from host_agent.session import SessionError, dock
+from host_agent.dock.session import SessionError, dock
 from host_agent.vault import Vault
 from tests.hil.conftest import device_records, docked
 
@@ -78,7 +78,8 @@ def test_a_recorder_presenting_another_key_is_refused(tmp_path: Path) -> None:
     vault.close()
 
 
-def test_segment_altered_on_the_device_is_quarantined_not_released(tmp_path: Path) -> None:
+def test_segment_altered_on_the_device_keeps_its_bytes_aside_and_the_chain_goes_on(
+        tmp_path: Path) -> None:
     with docked(tmp_path, segments=2) as (rec, session):
         session.identify()
         seg1 = rec.storage / "rec" / "00000001.bin"
@@ -87,15 +88,20 @@ def test_segment_altered_on_the_device_is_quarantined_not_released(tmp_path: Pat
         seg1.write_bytes(bytes(data))
         off = session.offload()
         left = device_records(rec)
-    assert off.stored == [] and off.released == []
-    assert [(q["seq"], q["code"]) for q in off.quarantined] == [
-        (1, "hash_mismatch"), (2, "chain_broken")]
-    assert "00000001.bin" in left and "00000002.cose" in left
+    # Record 1 is authentic: it is evidence, its altered bytes (read twice, the same) are kept
+    # in quarantine; record 2 links to it and is stored as usual. The vault holds all the
+    # recorder had, so both are freed.
+    assert off.stored == [1, 2] and off.released == [1, 2] and off.held == []
+    assert [(q["seq"], q["code"], q["record_stored"]) for q in off.quarantined] == [
+        (1, "hash_mismatch", True)]
+    assert off.chain_breaks == []
+    assert left == []
     with Vault.open(tmp_path / "vault", create=False) as vault:
-        assert vault.records(session.identity.device_id) == []  # type: ignore[union-attr]
+        rows = vault.records(session.identity.device_id)  # type: ignore[union-attr]
+        assert [r["data_state"] for r in rows] == ["quarantined", "stored"]
         assert vault.verify() == []
-    kept = Path(off.quarantined[0]["path"])
-    assert any(p.stat().st_size == len(data) for p in kept.rglob("*") if p.is_file())
+        kept = vault.root / off.quarantined[0]["path"] / "segment.bin"
+        assert kept.read_bytes() == bytes(data)
 
 
 @pytest.mark.parametrize(

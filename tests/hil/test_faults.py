@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
-from host_agent.nullmodem import Impairment
-from host_agent.serial_transport import SerialTransport
-from host_agent.session import DockSession, SessionError, dock
-from host_agent.simulator import SimConfig, SimulatedRecorder
+from host_agent.dock.session import DockSession, SessionError, dock
+from host_agent.lab.nullmodem import Impairment
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.transport import TransportError
+from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError
 from protocol.manifest import record_hash
 from tests.hil.conftest import HEAPSIZE

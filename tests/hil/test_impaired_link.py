@@ -1,6 +1,6 @@
 """Docking over a bad cable: throttled, noisy, lossy and slow lines between device and dock.
 
-The null modem's relay damages the line (host_agent.nullmodem.Impairment); the dock must
+The null modem's relay damages the line (host_agent.lab.nullmodem.Impairment); the dock must
 still store every segment exactly once and free nothing it does not hold. Rates are not
 asserted here (CI machines are noisy): tools/bench.py measures them.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from host_agent.nullmodem import Impairment, NullModem
-from host_agent.session import dock
+from host_agent.dock.session import dock
+from host_agent.lab.nullmodem import Impairment, NullModem
 from host_agent.vault import Vault
 from tests.hil.conftest import device_records, docked
 

@@ -1,6 +1,6 @@
 """Offload over MQTT against a real mosquitto: the recorder in MicroPython, the dock over paho.
 
-Every test starts its own broker on a free loopback port (host_agent/broker.py); they are
+Every test starts its own broker on a free loopback port (host_agent/lab/broker.py); they are
 skipped only when the mosquitto binary is absent (`apt-get install mosquitto`).
 """
 
@@ -20,11 +20,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from host_agent.broker import BrokerError, Mosquitto, free_port, mosquitto_binary
-from host_agent.mqtt_transport import MqttTransport
-from host_agent.session import DockReport, DockSession, dock
-from host_agent.simulator import SimConfig, SimulatedRecorder
+from host_agent.dock.session import DockReport, DockSession, dock
+from host_agent.lab.broker import (
+    BrokerError,
+    Mosquitto,
+    deploy_file,
+    free_port,
+    mosquitto_binary,
+)
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.transport import Disconnected
+from host_agent.transport.mqtt import MqttTransport
 from host_agent.vault import Vault
 from tests.hil.conftest import device_records
 
@@ -345,9 +351,8 @@ def test_the_acl_confines_each_device_to_its_own_topics(tmp_path: Path) -> None:
     for i, (user, pw) in enumerate(users.items()):
         subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(pw_file), user, pw],
                        check=True, capture_output=True)
-    # The rules of deploy/mosquitto/acl (only the dock's user name differs there).
-    acl = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
-    (work / "acl").write_text(acl.read_text())
+    # The rules of host_agent/deploy/mosquitto/acl (only the dock's user name differs there).
+    (work / "acl").write_text(deploy_file("acl"))
     with Mosquitto(work, extra_config=["allow_anonymous false", f"password_file {pw_file}",
                                        f"acl_file {work / 'acl'}"]) as broker:
         # No credentials, or wrong ones: refused.

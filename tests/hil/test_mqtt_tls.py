@@ -1,9 +1,11 @@
-"""The production broker setup (deploy/mosquitto/) end to end: TLS, client certificates, ACL.
+"""The production broker setup (host_agent/deploy/mosquitto/) end to end: TLS, client
+certificates, ACL.
 
-mosquitto runs deploy/mosquitto/mosquitto.conf itself (Mosquitto.production: only the port,
-the /etc directory, the log and the user are rewritten) with a throwaway PKI made in tmp_path
-(tests/hil/pki.py). The recorder is the MicroPython firmware with --mqtt-ca/--mqtt-cert/
---mqtt-key; the dock is paho with the `dock` certificate. Skipped without mosquitto.
+mosquitto runs host_agent/deploy/mosquitto/mosquitto.conf itself (Mosquitto.production:
+only the port, the /etc directory, the log and the user are rewritten) with a throwaway PKI
+made in tmp_path (tests/hil/pki.py). The recorder is the MicroPython firmware with
+--mqtt-ca/--mqtt-cert/--mqtt-key; the dock is paho with the `dock` certificate. Skipped
+without mosquitto.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ from typing import Any
 
 import pytest
 
-from host_agent.broker import BrokerError, Mosquitto, mosquitto_binary, tls_listener_config
-from host_agent.mqtt_transport import MqttTransport, tls_context
-from host_agent.session import DockSession, dock
-from host_agent.simulator import SimConfig, SimulatedRecorder
+from host_agent.dock.session import DockSession, dock
+from host_agent.lab.broker import (
+    BrokerError,
+    Mosquitto,
+    deploy_file,
+    mosquitto_binary,
+    tls_listener_config,
+)
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.transport import Disconnected
+from host_agent.transport.mqtt import MqttTransport, tls_context
 from host_agent.vault import Vault
 from tests.hil.conftest import device_records
 from tests.hil.pki import TestCA
@@ -123,8 +131,7 @@ def test_a_recorder_docks_over_tls_with_a_user_name_and_password(
         subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(pw_file), user, pw],
                        check=True, capture_output=True)
     (tmp_path / "cam.pw").write_text("cam-pw\n")
-    shutil.copyfile(Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl",
-                    pki.dir / "acl")
+    (pki.dir / "acl").write_text(deploy_file("acl"))
     extra = tls_listener_config(pki.ca_file, pki.dir / "broker.crt", pki.dir / "broker.key",
                                 require_certificate=False, use_identity_as_username=False,
                                 password_file=pw_file, acl_file=pki.dir / "acl")

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host_agent import timeline
-from host_agent.evidence import key_id
-from host_agent.session import DeviceError, dock
-from host_agent.simulator import SimConfig, SimulatedRecorder
-from host_agent.vault import Vault
+from host_agent.dock.session import DeviceError, dock
+from host_agent.lab.simulator import SimConfig, SimulatedRecorder
+from host_agent.vault import Vault, timeline
+from host_agent.vault.evidence import key_id
 from protocol import policy
 from tests.hil.conftest import docked
 
@@ -151,7 +150,7 @@ def refined(version: int = 2, **thresholds: int) -> dict:
 def test_unit_signed_policy_is_adopted_and_named_in_later_records(tmp_path: Path) -> None:
     unit, unit_pub = make_unit_key()
     with docked(tmp_path, unit_key=unit_pub.hex(), **LIVE) as (rec, session):
-        report = dock(session, policy=sign_policy(unit, refined(main_floor_pct=35)))
+        report = dock(session, policy_file=sign_policy(unit, refined(main_floor_pct=35)))
         assert report.policy == {"adopted": "gx-water-2019/2"}
         assert rec.press("phase_start 101 PATROL-1 4501-0002") == "phase_start -> phase"
         assert "refused" in rec.press("stop")
@@ -203,6 +202,20 @@ def _loosened(unit: Ed25519PrivateKey) -> bytes:
     from protocol import cbor, cose
 
     return cose.sign1(cbor.encode(doc), key_id(public), unit.sign)
+
+
+def test_the_dock_releases_for_duty_by_the_unit_policy_s_thresholds(tmp_path: Path) -> None:
+    """The unit raises the backup floor (Art. 4, 12): the same document the recorder adopts
+    sets the dock's duty threshold, so an 88 % backup cell that the annex passes is held back."""
+    unit, unit_pub = make_unit_key()
+    with docked(tmp_path, unit_key=unit_pub.hex(), backup_pct=88, **LIVE) as (rec, session):
+        plain = dock(session)
+        assert plain.readiness["ready"], plain.readiness["reasons"]
+        raised = dock(session, policy_file=sign_policy(unit, refined(backup_floor_pct=95)))
+        status = session.request("get_status")
+    assert raised.policy == {"adopted": "gx-water-2019/2"} == {"adopted": status["policy"]}
+    assert not raised.readiness["ready"]
+    assert raised.readiness["reasons"] == ["backup battery 88% < 95%"]
 
 
 def test_a_recorder_without_a_unit_key_takes_only_the_annex(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_agent.evidence import EvidenceError, verify_record
+from host_agent.vault.evidence import EvidenceError, verify_record
 from protocol import cbor, cose, framing, manifest, messages
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "protocol.json")

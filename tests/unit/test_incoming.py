@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from host_agent import vault as vault_mod
-from host_agent.evidence import verify_data, verify_record
 from host_agent.vault import Incoming, Vault, VaultError
+from host_agent.vault import files as files_mod
 from tests.factories import RecordChain
 
 
@@ -24,14 +23,15 @@ def test_bytes_hash_and_size_match_across_batches(tmp_path: Path) -> None:
             inc.write(memoryview(data)[i : i + 32768])
             assert inc.size == min(i + 32768, len(data))
         assert inc.sha256 == hashlib.sha256(data).digest()  # also before the last batch left
-        inc._seal()
+        inc.seal()
         assert inc.sha256 == hashlib.sha256(data).digest()
         assert (tmp_path / "seg.part").read_bytes() == data
-        assert stat.S_IMODE((tmp_path / "seg.part").stat().st_mode) == vault_mod.READ_ONLY
+        assert stat.S_IMODE((tmp_path / "seg.part").stat().st_mode) == files_mod.READ_ONLY
         with pytest.raises(VaultError):
             inc.write(b"more")
-        inc._consumed = True  # as Vault.commit does after the rename
-    assert (tmp_path / "seg.part").exists()
+        inc.move_to(tmp_path / "seg.bin")  # as the vault does when it stores it
+    assert (tmp_path / "seg.bin").read_bytes() == data
+    assert not (tmp_path / "seg.part").exists()
 
 
 def test_caller_may_reuse_its_buffer_at_once(tmp_path: Path) -> None:
@@ -42,10 +42,9 @@ def test_caller_may_reuse_its_buffer_at_once(tmp_path: Path) -> None:
             buf[:] = bytes([i]) * len(buf)
             inc.write(buf)
             expect.update(buf)
-        inc._seal()
+        inc.seal()
         assert inc.sha256 == expect.digest()
         assert hashlib.sha256((tmp_path / "seg.part").read_bytes()).digest() == expect.digest()
-        inc._consumed = True
 
 
 def test_discard_removes_the_file_and_stops_the_writer(tmp_path: Path) -> None:
@@ -64,11 +63,11 @@ def test_a_write_error_in_the_writer_reaches_the_caller(
     def full(fd: int, data: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(vault_mod, "_write_all", full)
+    monkeypatch.setattr(files_mod, "_write_all", full)
     with Incoming(tmp_path / "seg.part") as inc, pytest.raises(OSError) as info:
         for _ in range(4 * (Incoming.BATCH // 32768) * Incoming.DEPTH):
             inc.write(bytes(32768))  # never blocks for good on a dead writer
-        inc._seal()
+        inc.seal()
     assert info.value.errno == errno.ENOSPC
     assert not (tmp_path / "seg.part").exists()
 
@@ -79,7 +78,7 @@ def test_a_write_error_fails_the_commit_and_stores_nothing(
     chain = RecordChain("SIM-INC", seed=b"incoming")
     data = os.urandom(2 * Incoming.BATCH + 1)
     record, _ = chain.next_segment(data)
-    real = vault_mod._write_all
+    real = files_mod._write_all
     calls = []
 
     def flaky(fd: int, buf: bytes | bytearray) -> None:
@@ -88,16 +87,17 @@ def test_a_write_error_fails_the_commit_and_stores_nothing(
             raise OSError(errno.EIO, "I/O error")
         real(fd, buf)
 
-    monkeypatch.setattr(vault_mod, "_write_all", flaky)
+    monkeypatch.setattr(files_mod, "_write_all", flaky)
     with Vault.open(tmp_path / "vault") as vault:
         vault.enroll(chain.device_id, chain.public_key, by="test")
-        fields = verify_record(record, chain.public_key, chain.device_id, 1, bytes(32))
+        intake = vault.intake(chain.device_id)
+        plan = intake.examine(1, record, len(data))
         with vault.incoming() as inc:
             for i in range(0, len(data), 32768):
                 inc.write(data[i : i + 32768])
-            verify_data(fields, inc.sha256, inc.size)  # the hash covers what was handed over
+            assert inc.sha256 == hashlib.sha256(data).digest()  # covers what was handed over
             with pytest.raises(OSError):
-                vault.commit(record, fields, inc)
+                intake.conclude(plan, inc)
         assert vault.head(chain.device_id)[0] == 0
         assert all(p.is_dir() for p in (vault.root / "objects").rglob("*"))
         assert not list((vault.root / "tmp").iterdir())

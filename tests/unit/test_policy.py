@@ -3,7 +3,7 @@
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host_agent.evidence import key_id
+from host_agent.vault.evidence import key_id
 from protocol import cbor, cose, policy
 from protocol.ed25519 import verify
 

@@ -1,4 +1,8 @@
-"""Tests for host_agent.vault: real files, real SQLite, real Ed25519 signatures."""
+"""Tests for host_agent.vault's storage and verification: real files, real SQLite, real Ed25519.
+
+What the ingest step decides for each record is tested in test_ingest.py; here records go in
+through it (`Intake.offer`) and the tests look at what the vault then holds and proves.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from host_agent import vault as vault_mod
-from host_agent.evidence import verify_data, verify_record
-from host_agent.vault import Problem, Vault, VaultError
+from host_agent.vault import Problem, Vault, VaultError, schema
+from host_agent.vault import store as vault_mod
 from protocol import manifest
 from tests.factories import RecordChain
 
@@ -33,16 +37,10 @@ def vault(tmp_path: Path, chain: RecordChain):
 
 
 def ingest(vault: Vault, record: bytes, fields: dict, data: bytes) -> bytes:
-    """What the dock does: verify, receive into an Incoming, commit."""
-    seq, prev = vault.head(fields["device_id"])
-    key = vault.public_key(fields["device_id"])
-    assert key is not None
-    checked = verify_record(record, key, fields["device_id"], seq + 1, prev)
-    with vault.incoming() as inc:
-        for i in range(0, len(data), 7):
-            inc.write(memoryview(data)[i : i + 7])
-        verify_data(checked, inc.sha256, inc.size)
-        return vault.commit(record, checked, inc)
+    """What the dock does: the ingest step with the data received; returns the receipt."""
+    outcome = vault.intake(fields["device_id"]).offer(fields["seq"], record, data)
+    assert outcome.status == "stored" and not outcome.code, outcome
+    return outcome.receipt
 
 
 def commit_n(vault: Vault, chain: RecordChain, n: int) -> list[tuple[bytes, dict, bytes]]:
@@ -79,8 +77,46 @@ def test_open_create_false_refuses_non_vault(tmp_path: Path) -> None:
         Vault.open(tmp_path / "nothing", create=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("x")
-    with pytest.raises(VaultError):
+    with pytest.raises(VaultError, match="not empty"):
         Vault.open(tmp_path / "busy")
+    with pytest.raises(VaultError, match="is a file"):
+        Vault.open(tmp_path / "busy" / "file.txt")
+
+
+def test_a_read_only_vault_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """A vault on a read-only mount (root: a tmpfs remounted ro; others: no write bits)."""
+    root = tmp_path / "v"
+    root.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted = True
+    try:
+        Vault.open(root).close()
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        else:
+            (root / "vault.sqlite").chmod(0o444)
+            root.chmod(0o555)
+        with pytest.raises(VaultError, match="read-only"):
+            Vault.open(root)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        else:
+            root.chmod(0o755)
+
+
+def test_remove_empty_takes_only_a_fresh_vault(tmp_path: Path, chain: RecordChain) -> None:
+    Vault.open(tmp_path / "fresh").close()
+    Vault.remove_empty(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    with Vault.open(tmp_path / "used") as v:
+        v.enroll(DEVICE, chain.public_key, by="t")
+    Vault.remove_empty(tmp_path / "used")
+    assert (tmp_path / "used" / "vault.sqlite").exists()
 
 
 def test_reopen_keeps_everything(tmp_path: Path, chain: RecordChain) -> None:
@@ -93,15 +129,15 @@ def test_reopen_keeps_everything(tmp_path: Path, chain: RecordChain) -> None:
         mode = v.db.execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
         assert v.db.execute("SELECT value FROM meta WHERE key='layout'").fetchone()[0] == (
-            vault_mod.LAYOUT
+            schema.LAYOUT
         )
 
 
 # ---------------------------------------------------------------------------------------------
-# Commit
+# Storing
 
 
-def test_commit_three_segments(vault: Vault, chain: RecordChain) -> None:
+def test_three_segments_stored_byte_exact(vault: Vault, chain: RecordChain) -> None:
     assert vault.head(DEVICE) == (0, manifest.GENESIS)
     committed = commit_n(vault, chain, 3)
     last_record = committed[-1][0]
@@ -128,6 +164,7 @@ def test_commit_three_segments(vault: Vault, chain: RecordChain) -> None:
     assert rows[0]["truncated"] is False
     assert rows[0]["clock_state"] == "synced"
     assert rows[0]["policy"] == manifest.DEFAULT_POLICY
+    assert rows[0]["data_state"] == "stored" and rows[0]["chain_break"] is None
     assert list(vault.root.joinpath("tmp").iterdir()) == []
 
     progress: list[tuple[int, int]] = []
@@ -144,61 +181,12 @@ def test_identical_segment_data_stored_once(vault: Vault, chain: RecordChain) ->
     assert vault.verify() == []
 
 
-def test_commit_refuses_out_of_order_seq(vault: Vault, chain: RecordChain) -> None:
-    chain.next_segment(b"one")  # seq 1 never reaches the vault
-    record, fields = chain.next_segment(b"two")
-    with vault.incoming() as inc, pytest.raises(VaultError, match="refused"):
-        inc.write(b"two")
-        vault.commit(record, fields, inc)
-    assert vault.head(DEVICE) == (0, manifest.GENESIS)
-    assert files_under(vault.root / "objects") == []
+def test_an_unenrolled_device_has_no_intake(vault: Vault) -> None:
+    with pytest.raises(VaultError, match="not enrolled"):
+        vault.intake("SIM-9999")
 
 
-def test_commit_refuses_duplicate_seq(vault: Vault, chain: RecordChain) -> None:
-    record, fields = chain.next_segment(b"one")
-    ingest(vault, record, fields, b"one")
-    with vault.incoming() as inc, pytest.raises(VaultError):
-        inc.write(b"one")
-        vault.commit(record, fields, inc)
-    # another record claiming seq 1 (forked chain) is refused too
-    fork = RecordChain(DEVICE, seed=b"test-device")
-    record2, fields2 = fork.next_segment(b"other")
-    with vault.incoming() as inc, pytest.raises(VaultError):
-        inc.write(b"other")
-        vault.commit(record2, fields2, inc)
-    assert len(vault.records(DEVICE)) == 1
-    assert vault.verify() == []
-
-
-@pytest.mark.parametrize("sent", [b"one!", b"onf"], ids=["size", "hash"])
-def test_commit_refuses_data_mismatch(vault: Vault, chain: RecordChain, sent: bytes) -> None:
-    record, fields = chain.next_segment(b"one")
-    with vault.incoming() as inc, pytest.raises(VaultError, match="mismatch"):
-        inc.write(sent)
-        vault.commit(record, fields, inc)
-    assert vault.head(DEVICE)[0] == 0
-    assert files_under(vault.root / "objects") == []
-    assert files_under(vault.root / "manifests") == []
-    assert list((vault.root / "tmp").iterdir()) == []
-
-
-def test_commit_refuses_fields_not_signed(vault: Vault, chain: RecordChain) -> None:
-    record, fields = chain.next_segment(b"one")
-    forged = dict(fields, t_start=fields["t_start"] - 1)
-    with vault.incoming() as inc, pytest.raises(VaultError, match="signature"):
-        inc.write(b"one")
-        vault.commit(record, forged, inc)
-
-
-def test_commit_refuses_unenrolled_device(vault: Vault) -> None:
-    other = RecordChain("SIM-9999")
-    record, fields = other.next_segment(b"x")
-    with vault.incoming() as inc, pytest.raises(VaultError, match="not enrolled"):
-        inc.write(b"x")
-        vault.commit(record, fields, inc)
-
-
-def test_interrupted_commit_is_retried_cleanly(
+def test_interrupted_store_is_retried_cleanly(
     vault: Vault, chain: RecordChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Files placed, then the process dies before the index row: a retry completes it."""
@@ -208,9 +196,8 @@ def test_interrupted_commit_is_retried_cleanly(
         raise OSError("power lost")
 
     monkeypatch.setattr(Vault, "_insert_record", die)
-    with vault.incoming() as inc, pytest.raises(OSError):
-        inc.write(b"data")
-        vault.commit(record, fields, inc)
+    with pytest.raises(OSError):
+        vault.intake(DEVICE).offer(1, record, b"data")
     assert vault.head(DEVICE)[0] == 0
     assert {p.code for p in vault.verify()} == {"unindexed"}  # leftover files are reported
 
@@ -260,7 +247,7 @@ def test_enroll_refuses_unsafe_device_id(vault: Vault, chain: RecordChain, bad: 
 )
 def test_append_only_enforced_by_database(vault: Vault, chain: RecordChain, sql: str) -> None:
     commit_n(vault, chain, 1)
-    vault.quarantine(device_id=DEVICE, seq=2, record=b"junk", incoming=None, code="c", detail="d")
+    assert vault.intake(DEVICE).offer(2, b"junk").status == "quarantined"
     vault.log_docking({"device_id": DEVICE, "ok": True})
     # a separate, plain connection, as anyone with the file would use
     db = sqlite3.connect(vault.root / "vault.sqlite")
@@ -356,26 +343,20 @@ def test_replaced_record_signed_by_other_key_is_found(vault: Vault, chain: Recor
 
 def test_quarantine_keeps_bytes_and_is_listed(vault: Vault, chain: RecordChain) -> None:
     commit_n(vault, chain, 2)
-    record, fields = chain.next_segment(b"good data")
-    with vault.incoming() as inc:
-        inc.write(b"bad data!")
-        qdir = vault.quarantine(
-            device_id=DEVICE,
-            seq=fields["seq"],
-            record=record,
-            incoming=inc,
-            code="hash_mismatch",
-            detail="segment 3: SHA-256 differs from manifest",
-        )
+    stranger = RecordChain(DEVICE)  # another key claims to be this recorder
+    record, _ = stranger.next_segment(b"good data")
+    outcome = vault.intake(DEVICE).offer(3, record, b"bad data!")
+    assert outcome.status == "quarantined" and outcome.code == "unknown_key"
+    qdir = vault.root / outcome.path
     assert qdir.parent == vault.root / "quarantine"
     assert (qdir / "record.cose").read_bytes() == record
     assert (qdir / "segment.bin").read_bytes() == b"bad data!"
     reason = json.loads((qdir / "reason.json").read_text())
-    assert reason["code"] == "hash_mismatch"
+    assert reason["code"] == "unknown_key"
     assert reason["seq"] == 3
     assert reason["record_sha256"] == manifest.record_hash(record).hex()
     [row] = vault.quarantined(DEVICE)
-    assert row["code"] == "hash_mismatch"
+    assert row["code"] == "unknown_key" and row["complete"] == 1
     assert row["path"] == qdir.relative_to(vault.root).as_posix()
     # not evidence: head unchanged, vault still verifies clean
     assert vault.head(DEVICE)[0] == 2
@@ -383,12 +364,12 @@ def test_quarantine_keeps_bytes_and_is_listed(vault: Vault, chain: RecordChain) 
     assert list((vault.root / "tmp").iterdir()) == []
 
 
-def test_quarantine_untrusted_device_name_stays_inside(vault: Vault) -> None:
-    qdir = vault.quarantine(
-        device_id="../../evil", seq=None, record=b"\x00", incoming=None, code="c", detail="d"
-    )
-    assert qdir.parent == vault.root / "quarantine"
-    assert vault.verify() == []
+def test_altered_quarantine_is_found(vault: Vault, chain: RecordChain) -> None:
+    record, _ = RecordChain(DEVICE).next_segment(b"x")
+    outcome = vault.intake(DEVICE).offer(1, record, b"some bytes")
+    seg = vault.root / outcome.path / "segment.bin"
+    flip_byte(seg)
+    assert codes(vault.verify()) == {("quarantine_altered", outcome.path)}
 
 
 def test_docking_log(vault: Vault) -> None:

@@ -9,10 +9,12 @@ pause, stop or mute, the segments that cover it, and any gap with its cause.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from host_agent.vault import Vault
 from protocol import cose, manifest
+
+if TYPE_CHECKING:
+    from host_agent.vault.store import Vault
 
 
 @dataclass

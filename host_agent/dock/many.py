@@ -4,8 +4,8 @@ One CPython process cannot serve 16 recorders at line speed: the sessions share 
 each spends most of its CPU in Python code (framing, messages, the vault's bookkeeping). So
 `dock_many` splits the ports over worker processes (by default one per port); inside a worker
 each of its ports gets a thread. Every session opens its own `Vault` on the same root: SQLite
-serialises the commits (`Vault.commit` holds the write lock, BEGIN IMMEDIATE, with a busy
-timeout), and the commit order and the device's release after a durable commit are the same as
+serialises what the ingest step stores (it holds the write lock, BEGIN IMMEDIATE, with a busy
+timeout), and the store order and the device's release after a durable store are the same as
 for a single `bodycam dock`.
 
 A port that fails does not stop the others: its result carries the error, and since nothing is
@@ -22,16 +22,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from host_agent.serial_transport import SerialTransport
-from host_agent.session import DockSession, Offload, SessionError, dock
+from host_agent.dock.session import DockSession, SessionError, dock
 from host_agent.transport import TransportError
+from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
@@ -44,10 +43,6 @@ class PortResult:
     port: str
     report: dict[str, Any] | None = None
     error: str = ""
-    # time.time() when this port's offload began and ended (0 if it never did): when each
-    # slot was busy, and the span that the aggregate rate of a docking round is taken over.
-    offload_started: float = 0.0
-    offload_finished: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -71,20 +66,6 @@ class _Options:
     timeout: float
 
 
-class _TimedSession(DockSession):
-    """A DockSession that notes when its offload ran."""
-
-    started = 0.0
-    finished = 0.0
-
-    def offload(self, progress: Any = None) -> Offload:
-        self.started = time.time()
-        try:
-            return super().offload(progress)
-        finally:
-            self.finished = time.time()
-
-
 def _dock_port(port: str, opts: _Options) -> PortResult:
     result = PortResult(port)
     try:
@@ -92,13 +73,9 @@ def _dock_port(port: str, opts: _Options) -> PortResult:
             transport = SerialTransport(port, baudrate=opts.baudrate)
             transport.open()
             try:
-                session = _TimedSession(transport, vault, dock_id=opts.dock_id,
-                                        enroll_unknown=opts.enroll_unknown, timeout=opts.timeout)
-                try:
-                    result.report = dock(session, policy=opts.policy).to_dict()
-                finally:
-                    result.offload_started = session.started
-                    result.offload_finished = session.finished
+                session = DockSession(transport, vault, dock_id=opts.dock_id,
+                                      enroll_unknown=opts.enroll_unknown, timeout=opts.timeout)
+                result.report = dock(session, policy_file=opts.policy).to_dict()
             finally:
                 transport.close()
     except (SessionError, TransportError, VaultError, OSError) as exc:
@@ -167,13 +144,3 @@ def dock_many(
                     by_port[p] = PortResult(p, error=f"worker failed: {type(exc).__name__}: "
                                                      f"{exc}")
     return [by_port[p] for p in ports]
-
-
-def aggregate_mb_per_s(results: Sequence[PortResult]) -> float:
-    """Bytes offloaded by all ports ÷ the span from the first offload's start to the last end."""
-    spans = [(r.offload_started, r.offload_finished) for r in results
-             if r.offload_started and r.offload_finished]
-    if not spans:
-        return 0.0
-    wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    return sum(r.bytes for r in results) / wall / 1e6 if wall > 0 else 0.0

@@ -1,17 +1,17 @@
-"""Simulated hardware for the MicroPython unix port: what tests and the demo run on."""
+"""The unix-port board: simulated hardware for the MicroPython unix port (tests, demo, rig).
+
+Each class implements one part of device/hal.py: a clock with skew and drift, draining
+batteries, a directory standing in for the card with a simulated capacity, a paced camera, an
+indicator that logs, a pty as the serial line, and the buttons and menu as lines on stdin.
+"""
 
 import asyncio
 import os
 import termios
 import time
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[no-redef,misc]
-        return x
-
+from device import fs
+from protocol.compat import const
 
 _VTIME = const(5)  # termios cc indices (the module has no names for them)
 _VMIN = const(6)
@@ -71,22 +71,11 @@ class SimStorage:
     def __init__(self, root: str, total_bytes: int) -> None:
         self.root = root
         self.total = total_bytes
-        makedirs(root)
+        fs.makedirs(root)
 
     def usage(self):
         used = _tree_size(self.root)
         return max(0, self.total - used), self.total
-
-
-def makedirs(path: str) -> None:
-    parts = path.split("/")
-    for i in range(1, len(parts) + 1):
-        sub = "/".join(parts[:i])
-        if sub:
-            try:
-                os.mkdir(sub)
-            except OSError:
-                pass
 
 
 def _tree_size(path: str) -> int:

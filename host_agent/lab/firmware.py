@@ -86,7 +86,7 @@ def cached_build(root: Path = SOURCE_ROOT) -> Path:
     """A build of the current sources, reused while they are unchanged."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bodycam"
     target = cache / f"firmware-{_sources_digest(root)}"
-    if not (target / "device" / "main.mpy").is_file():
+    if not (target / "device" / "app.mpy").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache, prefix="build-"))
         compile_firmware(tmp, root)

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_agent.firmware import SOURCE_ROOT, cached_build
-from host_agent.nullmodem import NullModem
+from host_agent.lab.firmware import SOURCE_ROOT, cached_build
+from host_agent.lab.nullmodem import NullModem
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SimulatedRecorder:
         cmd = [micropython_command()]
         if c.heapsize:
             cmd += ["-X", f"heapsize={c.heapsize}"]
-        cmd += ["-m", "device.main", "--link", self.modem.device_path,
+        cmd += ["-m", "device.boards.unix_sim.main", "--link", self.modem.device_path,
                 "--storage", str(self.storage), "--segments", str(c.segments),
                 "--segment-ms", str(c.segment_ms), "--bitrate", str(c.bitrate),
                 "--skew-us", str(c.skew_us), "--drift-ppm", str(c.drift_ppm),
@@ -97,7 +97,7 @@ class SimulatedRecorder:
         env = dict(os.environ, MICROPYPATH=f".frozen:{firmware}")
         log = open(self.log_path, "ab")
         try:
-            # stdin is the recorder's buttons and menu (device/sim_hal.SimUI).
+            # stdin is the recorder's buttons and menu (device/boards/unix_sim/hal.SimUI).
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
                                          stdout=log, stderr=log)
         finally:

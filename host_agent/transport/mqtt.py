@@ -7,10 +7,11 @@ payload into a bounded queue that `receive` takes from; paho reconnects by itsel
 subscription is renewed on every connect. A broker that stays away longer than
 `reconnect_wait` seconds, or refuses us, becomes `Disconnected` at this boundary.
 
-Production brokers (deploy/mosquitto/) take TLS only: pass `tls=tls_context(ca, cert, key)`
-(the broker verified against the CA file, host name included; our client certificate, CN
-`dock`, as the user name) or `ca=`/`cert=`/`key=` file paths directly, and/or
-`username`/`password`. A TLS handshake the broker rejects is a `Disconnected` like a refusal.
+Production brokers (host_agent/deploy/mosquitto/) take TLS only: pass
+`tls=tls_context(ca, cert, key)` (the broker verified against the CA file, host name
+included; our client certificate, CN `dock`, as the user name) or `ca=`/`cert=`/`key=` file
+paths directly, and/or `username`/`password`. A TLS handshake the broker rejects is a
+`Disconnected` like a refusal.
 """
 
 from __future__ import annotations

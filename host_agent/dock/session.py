@@ -1,8 +1,10 @@
 """One docking of one recorder: identify, sync the clock, offload into the vault, check readiness.
 
-The session speaks protocol/messages.py over any Transport. Nothing is released on the device
-until the vault has committed it durably and the release names the exact record hash. A
-record that fails a check is kept aside in quarantine with its data, and stays on the device.
+The session speaks protocol/messages.py over any Transport and moves bytes; what each record
+is (evidence, quarantine, already held) is decided by the vault's ingest step
+(host_agent/vault/ingest.py), which the session asks about every record before and after
+fetching its data. Nothing is released on the device until the vault holds it durably, and the
+release names the exact record hash.
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from host_agent import clocksync
-from host_agent.evidence import EvidenceError, key_id, verify_data, verify_record
+from host_agent.dock import clocksync
+from host_agent.dock.readiness import Readiness, Thresholds, assess
 from host_agent.transport import Transport, TransportError
-from host_agent.vault import Incoming, Vault
-from protocol import manifest, messages
+from host_agent.vault import Incoming, Intake, Outcome, Plan, Vault, key_id, timeline
+from host_agent.vault import ingest as ingest_rules
+from protocol import messages, policy
 
 log = logging.getLogger("bodycam.dock")
 
@@ -37,16 +39,6 @@ class DeviceError(SessionError):
 
 
 @dataclass
-class Thresholds:
-    """Release-for-duty limits (Art. 4); a unit may tighten them."""
-
-    main_min_pct: int = 80
-    backup_min_pct: int = 50
-    storage_min_free_pct: int = 20
-    clock_max_error_us: int = 10_000
-
-
-@dataclass
 class Identity:
     device_id: str
     firmware: str
@@ -60,21 +52,31 @@ class Identity:
 
 
 @dataclass
-class Readiness:
-    ready: bool
-    reasons: list[str]
-    status: dict[str, Any]
-
-
-@dataclass
 class Offload:
     stored: list[int] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)  # left on the recorder, and why
+    chain_breaks: list[dict[str, Any]] = field(default_factory=list)
     segments: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    started: float = 0.0  # wall clock (time.time()) when the offload began and ended
+    finished: float = 0.0
     resumed_reads: int = 0
+
+    def note(self, outcome: Outcome, is_segment: bool) -> None:
+        if outcome.status == ingest_rules.STORED:
+            self.stored.append(outcome.seq)
+            self.segments += is_segment
+            if outcome.chain_break:
+                self.chain_breaks.append({"seq": outcome.seq, "detail": outcome.chain_break})
+        if outcome.code and outcome.status in (ingest_rules.STORED, ingest_rules.QUARANTINED):
+            self.quarantined.append({"seq": outcome.seq, "code": outcome.code,
+                                     "detail": outcome.detail, "path": outcome.path,
+                                     "record_stored": outcome.status == ingest_rules.STORED})
+        if outcome.status == ingest_rules.KEPT_ON_DEVICE:
+            self.held.append(outcome.to_dict())
 
     @property
     def mb_per_s(self) -> float:
@@ -91,14 +93,14 @@ class DockSession:
         vault: Vault,
         *,
         dock_id: str = "dock",
-        thresholds: Thresholds | None = None,
+        policy_doc: dict[str, Any] | None = None,
         enroll_unknown: bool = False,
         timeout: float = 5.0,
     ) -> None:
         self.transport = transport
         self.vault = vault
         self.dock_id = dock_id
-        self.thresholds = thresholds or Thresholds()
+        self.policy_doc = policy_doc or policy.annex()  # the unit policy: duty thresholds
         self.enroll_unknown = enroll_unknown
         self.timeout = timeout
         self._rid = 0
@@ -200,32 +202,8 @@ class DockSession:
         return str(reply["policy"])
 
     def check_readiness(self, sync: clocksync.SyncResult | None) -> Readiness:
-        status = self.request("get_status")
-        th = self.thresholds
-        reasons = []
-        main, backup, storage = status["battery_main"], status["battery_backup"], status["storage"]
-        if main["pct"] < th.main_min_pct:
-            reasons.append(f"main battery {main['pct']}% < {th.main_min_pct}%")
-        if backup["pct"] < th.backup_min_pct:
-            reasons.append(f"backup battery {backup['pct']}% < {th.backup_min_pct}%")
-        free_pct = 100 * storage["free"] // max(1, storage["total"])
-        if free_pct < th.storage_min_free_pct:
-            reasons.append(f"storage {free_pct}% free < {th.storage_min_free_pct}%")
-        faults = status["health"].get("faults", [])
-        if faults:
-            reasons.append("self-test faults: " + ", ".join(str(f) for f in faults))
-        if sync is None:
-            reasons.append("clock not synced")
-        elif abs(sync.offset_after_us) + sync.bound_after_us > th.clock_max_error_us:
-            reasons.append(
-                f"clock error up to {abs(sync.offset_after_us) + sync.bound_after_us} us "
-                f"> {th.clock_max_error_us} us"
-            )
-        if status["pending"]:
-            reasons.append(f"{status['pending']} records still on the device")
-        if status["recording"]:
-            reasons.append("the recorder is recording")
-        return Readiness(not reasons, reasons, status)
+        return assess(self.request("get_status"), sync,
+                      Thresholds.from_policy(self.policy_doc))
 
     # -- offload ------------------------------------------------------------------------------
     def list_records(self) -> list[dict[str, Any]]:
@@ -239,99 +217,61 @@ class DockSession:
             from_seq = reply["items"][-1]["seq"] + 1
 
     def offload(self, progress: Progress | None = None) -> Offload:
-        """Fetch, verify and store every record on the device in chain order; release each
-        one only once the vault has committed it."""
+        """Offer every record on the device, in chain order, to the vault's ingest step; fetch
+        what it asks for, and release on the device what it then holds."""
         ident = self.identity
         if ident is None:
             raise SessionError("identify first")
-        result = Offload()
-        items = self.list_records()
-        total = sum(int(it["stored"]) for it in items)
-        done = 0
-        head_seq, head_hash = self.vault.head(ident.device_id)
-        broken_after: int | None = None
+        result = Offload(started=time.time())
         t0 = time.monotonic()
-        for item in items:
-            seq, record, stored = int(item["seq"]), bytes(item["record"]), int(item["stored"])
-            if self._stored_before(seq, record, result):
-                done += stored
-                continue
-            fields: dict[str, Any] | None = None
-            problem: EvidenceError | None = None
-            if broken_after is not None:
-                # Every later record links to the quarantined one: keep them aside too.
-                problem = EvidenceError("chain_broken",
-                                        f"follows quarantined record {broken_after}")
-            else:
-                try:
-                    fields = verify_record(record, ident.public_key, ident.device_id,
-                                           head_seq + 1, head_hash)
-                except EvidenceError as exc:
-                    problem = exc
+        try:
+            items = self.list_records()
+            total = sum(max(0, int(it["stored"])) for it in items)
+            intake = self.vault.intake(ident.device_id)
+            done = 0
+            for item in items:
+                seq, record, stored = int(item["seq"]), bytes(item["record"]), int(item["stored"])
+                plan = intake.examine(seq, record, stored)
 
-            def step(n: int, base: int = done) -> None:
-                if progress:
-                    progress(base + n, total)
+                def step(n: int, base: int = done) -> None:
+                    if progress:
+                        progress(base + n, total)
 
-            receipt = self._ingest(seq, record, stored, fields, problem, result, step)
-            done += stored
-            if receipt is None:
-                broken_after = seq
-                continue
-            head_seq, head_hash = seq, receipt
-            self._release(seq, receipt, result)
-        result.seconds = time.monotonic() - t0
+                outcome = self._take(intake, plan, result, step)
+                done += max(0, stored)
+                is_segment = plan.fields is not None and plan.fields["kind"] == "segment"
+                result.note(outcome, is_segment)
+                self._log_outcome(outcome)
+                if outcome.release:
+                    self._release(seq, outcome.receipt, result)
+        finally:
+            result.seconds = time.monotonic() - t0
+            result.finished = time.time()
         return result
 
-    def _stored_before(self, seq: int, record: bytes, result: Offload) -> bool:
-        """A record the vault already holds: the last docking's release was lost."""
-        assert self.identity is not None
-        already = self.vault.stored_record_hash(self.identity.device_id, seq)
-        if already is None:
-            return False
-        if already == manifest.record_hash(record):
-            self._release(seq, already, result)
+    def _take(self, intake: Intake, plan: Plan, result: Offload,
+              progress: Callable[[int], None]) -> Outcome:
+        """Fetch what the plan asks for and let the ingest step conclude (reading again once
+        when it asks to)."""
+        while True:
+            if not plan.fetch:
+                outcome = intake.conclude(plan, None)
+            else:
+                with self.vault.incoming() as incoming:
+                    self._download(plan.seq, plan.fetch, incoming, result, progress)
+                    outcome = intake.conclude(plan, incoming)
+            if outcome.status != ingest_rules.REREAD:
+                return outcome
+            log.warning("record %d: %s; reading it again", plan.seq, outcome.detail)
+
+    def _log_outcome(self, o: Outcome) -> None:
+        if o.status == ingest_rules.QUARANTINED or o.code:
+            log.error("record %d %s: %s: %s", o.seq, o.status, o.code, o.detail)
+        elif o.status == ingest_rules.KEPT_ON_DEVICE:
+            log.warning("record %d left on the recorder: %s", o.seq, o.detail)
         else:
-            self._quarantine(seq, record, None, "conflict",
-                             f"record {seq} differs from the one in the vault", result)
-        return True
-
-    def _ingest(self, seq: int, record: bytes, stored: int, fields: dict[str, Any] | None,
-                problem: EvidenceError | None, result: Offload,
-                progress: Callable[[int], None]) -> bytes | None:
-        """Fetch a record's data (if any) and commit it; None if it went to quarantine."""
-        is_segment = fields is not None and fields["kind"] == manifest.KIND_SEGMENT
-        # Events and gaps carry no data; anything with data is fetched, even if suspect, so
-        # that quarantine keeps all that came.
-        with self.vault.incoming() if stored or is_segment else nullcontext() as incoming:
-            if incoming is not None:
-                self._download(seq, stored, incoming, result, progress)
-            if fields is not None and problem is None:
-                try:
-                    if is_segment:
-                        assert incoming is not None
-                        verify_data(fields, incoming.sha256, incoming.size)
-                    elif incoming is not None:
-                        raise EvidenceError("malformed", f"{fields['kind']} record with data")
-                except EvidenceError as exc:
-                    problem = exc
-            if problem is not None or fields is None:
-                assert problem is not None
-                self._quarantine(seq, record, incoming, problem.code, problem.detail, result)
-                return None
-            receipt = self.vault.commit(record, fields, incoming)
-        result.stored.append(seq)
-        result.segments += is_segment
-        log.info("stored %s record %d", fields["kind"], seq)
-        return receipt
-
-    def _quarantine(self, seq: int, record: bytes, incoming: Incoming | None, code: str,
-                    detail: str, result: Offload) -> None:
-        assert self.identity is not None
-        path = self.vault.quarantine(device_id=self.identity.device_id, seq=seq, record=record,
-                                     incoming=incoming, code=code, detail=detail)
-        log.error("quarantined record %d: %s: %s", seq, code, detail)
-        result.quarantined.append({"seq": seq, "code": code, "detail": detail, "path": str(path)})
+            log.info("record %d %s%s", o.seq, o.status,
+                     f" after a chain break: {o.chain_break}" if o.chain_break else "")
 
     def _release(self, seq: int, receipt: bytes, result: Offload) -> None:
         try:
@@ -427,17 +367,20 @@ class DockReport:
 
 
 def dock(
-    session: DockSession, progress: Progress | None = None, policy: bytes | None = None
+    session: DockSession, progress: Progress | None = None, policy_file: bytes | None = None
 ) -> DockReport:
-    """The whole docking, in the order the rules want it, recorded in the vault's log."""
-    from host_agent import timeline
+    """The whole docking, in the order the rules want it, recorded in the vault's log.
 
+    `policy_file` is the unit's signed policy: delivered to the recorder (which checks the
+    unit's signature itself), and the source of the dock's duty thresholds.
+    """
     ident = session.identify()
     sync = session.sync_clock()
     policy_result: dict[str, Any] = {}
-    if policy is not None:
+    if policy_file is not None:
+        session.policy_doc = policy.read_signed(policy_file)
         try:
-            policy_result = {"adopted": session.push_policy(policy)}
+            policy_result = {"adopted": session.push_policy(policy_file)}
         except DeviceError as exc:
             policy_result = {"rejected": str(exc)}
     off = session.offload(progress)
@@ -453,7 +396,11 @@ def dock(
             "segments": off.segments,
             "released": off.released,
             "quarantined": off.quarantined,
+            "held": off.held,
+            "chain_breaks": off.chain_breaks,
             "bytes": off.bytes,
+            "started": off.started,
+            "finished": off.finished,
             "seconds": round(off.seconds, 3),
             "mb_per_s": round(off.mb_per_s, 2),
             "resumed_reads": off.resumed_reads,

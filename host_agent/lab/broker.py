@@ -8,12 +8,12 @@ The configuration is written to workdir/mosquitto.conf (persistence off, TCP_NOD
 log to workdir/mosquitto.log); `extra_config` lines are appended (password_file, acl_file,
 …). The process is stopped by its PID, never by name.
 
-    Mosquitto.production(workdir, etc_dir)      # deploy/mosquitto/mosquitto.conf itself
+    Mosquitto.production(workdir, etc_dir)      # host_agent/deploy/mosquitto/mosquitto.conf itself
 
 runs the shipped production configuration (TLS listener, client certificates, the ACL) with
 only what a test must change rewritten: the listener's port and address, the
 /etc/mosquitto/bodycam/ directory (etc_dir holds ca.crt, broker.crt, broker.key and acl or a
-copy is made of deploy/mosquitto/acl), syslog -> workdir/mosquitto.log, and the user.
+copy is made of host_agent/deploy/mosquitto/acl), syslog -> workdir/mosquitto.log, and the user.
 `tls_listener_config` writes an equivalent listener from parts, for tests that vary it.
 """
 
@@ -26,12 +26,17 @@ import signal
 import socket
 import subprocess
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 PRODUCTION_ETC = "/etc/mosquitto/bodycam/"
+
+
+def deploy_file(name: str) -> str:
+    """The text of a shipped broker file (host_agent/deploy/mosquitto/NAME, package data)."""
+    return (resources.files("host_agent") / "deploy" / "mosquitto" / name).read_text()
 
 
 class BrokerError(Exception):
@@ -53,7 +58,7 @@ def tls_listener_config(ca: Path, cert: Path, key: Path, *, require_certificate:
                         use_identity_as_username: bool = True,
                         password_file: Path | None = None,
                         acl_file: Path | None = None) -> list[str]:
-    """extra_config lines that make the listener TLS-only, as deploy/mosquitto does."""
+    """extra_config lines that make the listener TLS-only, as host_agent/deploy/mosquitto does."""
     lines = [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2",
              "allow_anonymous false"]
     if require_certificate:
@@ -69,7 +74,7 @@ def tls_listener_config(ca: Path, cert: Path, key: Path, *, require_certificate:
 
 def production_config(text: str, *, host: str, port: int, etc_dir: Path, log_path: Path,
                       user: str | None = None) -> str:
-    """deploy/mosquitto/mosquitto.conf made runnable on a test port, everything else as is."""
+    """The shipped mosquitto.conf made runnable on a test port, everything else as is."""
     out = []
     for line in text.splitlines():
         words = line.split()
@@ -108,10 +113,10 @@ class Mosquitto:
 
     @classmethod
     def production(cls, workdir: Path, etc_dir: Path, **kw: Any) -> Mosquitto:
-        """The shipped deploy/mosquitto configuration (see the module docstring)."""
+        """The shipped host_agent/deploy/mosquitto configuration (see the module docstring)."""
         etc_dir = Path(etc_dir)
         if not (etc_dir / "acl").exists():
-            shutil.copyfile(DEPLOY_DIR / "acl", etc_dir / "acl")
+            (etc_dir / "acl").write_text(deploy_file("acl"))
         return cls(workdir, production_etc=etc_dir, **kw)
 
     @property
@@ -122,12 +127,12 @@ class Mosquitto:
     def config_text(self) -> str:
         if self.production_etc is not None:
             return production_config(
-                (DEPLOY_DIR / "mosquitto.conf").read_text(), host=self.host, port=self.port,
+                deploy_file("mosquitto.conf"), host=self.host, port=self.port,
                 etc_dir=self.production_etc, log_path=self.log_path,
                 user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
             ) + "".join(f"{line}\n" for line in self.extra_config)
         lines = [
-            "# written by host_agent/broker.py",
+            "# written by host_agent/lab/broker.py",
             f"listener {self.port} {self.host}",
             "allow_anonymous true" if not any(
                 line.startswith(("allow_anonymous", "password_file")) for line in self.extra_config

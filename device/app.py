@@ -1,0 +1,75 @@
+"""The recorder's start-up, the same on every board: from a board's parts to a running recorder.
+
+A board's entry point (device/boards/<name>/main.py) reads its configuration, builds its `Hal`
+and its dock link, and calls `boot` then `serve`; nothing here knows which board it runs on.
+
+Boot order matters on a small heap: the board allocates the link's and the camera's buffers
+first and loads the key (with its 24 KB signing table) while large free blocks still exist;
+`serve` allocates the rest.
+"""
+
+import asyncio
+
+from device.recorder import CHUNK_SIZE
+
+
+def camera_buffer():
+    """The recorder's one camera buffer, for a board to allocate early."""
+    return bytearray(CHUNK_SIZE)
+
+
+def load_key(root: str, log):
+    from device.keystore import DeviceKey
+
+    return DeviceKey.load_or_create(root, log)
+
+
+async def serve(hal, link, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
+                pre_event_s: int = -1, segments: int = 0, segment_ms: int = 60000,
+                ui=None) -> None:
+    """Recover from a crash, record `segments` at boot (a script for demos and tests), then
+    record on request and answer the dock until the power goes.
+
+    `root` is the card's directory for the record store, clock, policy; `unit_key` the unit's
+    public key when the recorder is commissioned now; `ui` an object with
+    `await next_action() -> (action, args)` (the buttons and menu), or None.
+    """
+    from device.clock import ClockService
+    from device.dock import DockServer
+    from device.policy_store import PolicyStore
+    from device.recorder import Recorder
+    from device.store import RecordStore
+
+    policies = PolicyStore(root, log)
+    if unit_key:
+        policies.commission(unit_key)
+    if pre_event_s >= 0:
+        policies.current["thresholds"]["pre_event_s"] = pre_event_s
+    store = RecordStore(root)
+    clock = ClockService(hal.clock, root)
+    recorder = Recorder(hal, store, key, clock, policies, log, buf=camera_buf,
+                        segment_ms=segment_ms)
+    log("booted %s, chain head %d, policy %s" % (hal.device_id, store.head_seq, policies.name))
+    recorder.recover()
+    asyncio.create_task(recorder.run())
+    if segments > 0:
+        await recorder.record_segments(segments)
+    if ui is not None:
+        asyncio.create_task(_ui(ui, recorder, log))
+    server = DockServer(link, hal, store, key, clock, log, policies=policies, recorder=recorder)
+    log("ready for the dock")
+    await server.serve()
+
+
+async def _ui(ui, recorder, log) -> None:
+    """The buttons and menu drive the recorder; each answer goes to the log."""
+    from device.recorder import Refused
+
+    while True:
+        action, args = await ui.next_action()
+        if not action:
+            continue
+        try:
+            log("ui: %s -> %s" % (action, recorder.handle(action, args)))
+        except Refused as exc:
+            log("ui: %s" % exc)

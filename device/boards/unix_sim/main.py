@@ -1,0 +1,151 @@
+"""The unix-port board's entry point: `micropython -m device.boards.unix_sim.main --link PTY …`.
+
+Reads its options from the command line (a real board reads a config file), builds the
+simulated hardware (device/boards/unix_sim/hal.py) and the dock link (a pty, or MQTT), and
+hands them to device/app.py, which boots the recorder the same way on every board. Logs go to
+stderr, never onto the link.
+"""
+
+import asyncio
+import sys
+
+from device import fs
+
+# Imports are inside main(): see the boot order in device/app.py.
+
+
+def log(text: str) -> None:
+    sys.stderr.write("device: %s\n" % text)
+
+
+_OPTIONS = {
+    # name: default (an int default makes the option an int)
+    "link": "",  # tty path of the dock link
+    "mqtt": "",  # host:port of an MQTT broker: dock over MQTT instead of the serial link
+    "mqtt-ca": "",  # CA file (PEM or DER): TLS to the broker, its certificate verified
+    "mqtt-cert": "",  # this recorder's client certificate (CN = device id) ...
+    "mqtt-key": "",  # ... and its private key
+    "mqtt-server-name": "",  # the name the broker's certificate must carry (default: host)
+    "mqtt-user": "",  # MQTT user name (password authentication)
+    "mqtt-password-file": "",  # file holding the MQTT password
+    "storage": "",  # directory standing in for the card
+    "device-id": "",
+    "segments": 0,  # segments to record at boot
+    "segment-ms": 1000,
+    "bitrate": 8000000,  # camera bits per second
+    "skew-us": 0,  # clock offset at boot
+    "drift-ppm": 0,
+    "main-pct": 95,
+    "main-charging": 1,
+    "backup-pct": 90,
+    "capacity-mb": 32768,
+    "fault": "",  # a self-test fault to report
+    "unit-key": "",  # hex public key of the unit, set at commissioning (signs policies)
+    "pre-event-s": -1,  # override the policy's pre-event buffer (simulation speed-up)
+}
+
+
+def _args(argv) -> dict:
+    """`--name value` pairs over _OPTIONS (argparse costs a board more heap than it is worth)."""
+    opts = dict(_OPTIONS)
+    i = 0
+    while i < len(argv):
+        name = argv[i][2:] if argv[i].startswith("--") else ""
+        if name not in opts or i + 1 >= len(argv):
+            raise SystemExit("device: bad option %r; options: --%s" % (argv[i], " --".join(
+                sorted(opts))))
+        value = argv[i + 1]
+        opts[name] = int(value) if isinstance(_OPTIONS[name], int) else value
+        i += 2
+    if not opts["storage"]:
+        raise SystemExit("device: --storage is required")
+    if not (opts["link"] or opts["mqtt"]):
+        raise SystemExit("device: --link or --mqtt is required")
+    return opts
+
+
+def _device_id(root: str, wanted: str) -> str:
+    # The serial number a board reads from its fuses; the simulation keeps one per storage.
+    path = root + "/device.id"
+    try:
+        return fs.read(path).decode().strip()
+    except OSError:
+        pass
+    if not wanted:
+        import os
+        from binascii import hexlify
+
+        wanted = "SIM-" + hexlify(os.urandom(4)).decode().upper()
+    fs.write_atomic(path, wanted.encode())
+    return wanted
+
+
+def _link(a, device_id):
+    """The dock link the options ask for: (the tty or None, the link)."""
+    if not a["mqtt"]:
+        from device.boards.unix_sim.hal import open_tty
+        from device.link import FramedLink
+
+        tty = open_tty(a["link"])
+        return tty, FramedLink(tty, log)
+    from device.mqtt_link import MqttLink
+
+    host, _, port = a["mqtt"].rpartition(":")
+    tls = password = None
+    if a["mqtt-ca"]:
+        from device.mqtt import tls_context
+
+        tls = tls_context(a["mqtt-ca"], a["mqtt-cert"], a["mqtt-key"])
+    elif a["mqtt-cert"] or a["mqtt-key"]:
+        raise SystemExit("device: --mqtt-cert/--mqtt-key need --mqtt-ca")
+    if a["mqtt-password-file"]:
+        with open(a["mqtt-password-file"]) as f:
+            password = f.read().rstrip("\r\n")
+    return None, MqttLink(host, int(port), device_id, log, user=a["mqtt-user"] or None,
+                          password=password, tls=tls,
+                          server_hostname=a["mqtt-server-name"] or None)
+
+
+def main(argv) -> None:
+    a = _args(argv)
+    from device import app
+
+    root = a["storage"]
+    fs.makedirs(root)
+    device_id = _device_id(root, a["device-id"])
+    tty, link = _link(a, device_id)
+    camera_buf = app.camera_buffer()
+    key = app.load_key(root, log)
+
+    from binascii import unhexlify
+
+    from device.boards.unix_sim.hal import (
+        SimBattery,
+        SimCamera,
+        SimClock,
+        SimIndicator,
+        SimStorage,
+        SimUI,
+    )
+    from device.hal import Hal
+
+    faults = [a["fault"]] if a["fault"] else []
+    hal = Hal(
+        device_id=device_id,
+        clock=SimClock(a["skew-us"], a["drift-ppm"]),
+        battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]), 20),
+        battery_backup=SimBattery(3000, 2000, a["backup-pct"]),
+        storage=SimStorage(root, a["capacity-mb"] * 1024 * 1024),
+        camera=SimCamera(a["bitrate"]),
+        indicator=SimIndicator(log),
+        link=tty,
+        selftest=lambda: faults,
+    )
+    asyncio.run(app.serve(hal, link, key, log, root=root, camera_buf=camera_buf,
+                          unit_key=unhexlify(a["unit-key"]) if a["unit-key"] else b"",
+                          pre_event_s=a["pre-event-s"], segments=a["segments"],
+                          segment_ms=a["segment-ms"], ui=SimUI()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
