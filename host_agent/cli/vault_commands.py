@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
+from pathlib import Path
 
 from host_agent.cli.output import ProgressBar, format_phase, json_default
 from host_agent.vault import Vault, VaultError
@@ -18,20 +20,64 @@ def _existing_vault(path: str, command: str) -> Vault | None:
         return None
 
 
+def _unit_key(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise VaultError(f"--unit-key {text!r} is not 64 hex digits (a 32-byte Ed25519 key)")
+    return key
+
+
+def _dock_cert(path: str) -> bytes:
+    """A dock certificate file: the COSE_Sign1 bytes, or their hex."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise VaultError(f"cannot read --dock-cert {path}: {exc.strerror}") from exc
+    try:
+        return bytes.fromhex(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return data
+
+
 def cmd_vault_verify(args: argparse.Namespace) -> int:
     vault = _existing_vault(args.dir, "vault verify")
     if vault is None:
         return 2
     with vault:
         bar = ProgressBar("verify")
-        problems = vault.verify(progress=bar)
+        try:
+            report = vault.verify_report(
+                progress=bar, checkpoints=args.checkpoint, witness=args.witness,
+                unit_key=_unit_key(args.unit_key),
+                dock_certs=[_dock_cert(p) for p in args.dock_cert])
+        except VaultError as exc:
+            print(f"vault verify: {exc}", file=sys.stderr)
+            return 2
         records = vault.record_count()
+    problems = report.problems
     if args.json:
-        print(json.dumps({"vault": str(vault.root), "records": records, "ok": not problems,
-                          "problems": [p.__dict__ for p in problems]}, indent=2))
-    elif problems:
-        for p in problems:
-            print(f"{p.path}: {p.code}: {p.detail}")
+        print(json.dumps({"vault": str(vault.root), "records": records, **report.to_dict()},
+                         indent=2))
+        return 1 if problems else 0
+    for p in problems:
+        print(f"{p.path}: {p.code}: {p.detail}")
+    print(f"log {report.origin}: {report.log_size} entries, root"
+          f" {base64.b64encode(report.log_root).decode()}")
+    own_good = 0  # the vault's own good checkpoints are many: counted, not listed
+    for c in report.checkpoints:
+        if c.own and c.status == "consistent":
+            own_good += 1
+        else:
+            print(f"checkpoint {c.source}: {c.status}: {c.detail}")
+    if own_good:
+        print(f"checkpoints the vault kept itself: {own_good} consistent with its log")
+    print(f"trust: {report.trust}")
+    if problems:
         print(f"vault {vault.root}: {len(problems)} problem(s) in {records} records")
     else:
         print(f"vault {vault.root}: {records} records verified, no problems")
@@ -60,9 +106,21 @@ def cmd_vault_timeline(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("vault", help="vault maintenance")
     vsub = p.add_subparsers(dest="vault_command", required=True)
-    v = vsub.add_parser("verify", help="re-verify every record and segment")
+    v = vsub.add_parser("verify", help="re-verify every record, segment and the vault's log")
     v.add_argument("dir")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
+                   help="a checkpoint note kept outside the vault: the log must extend it"
+                        " (repeatable)")
+    v.add_argument("--witness", action="append", default=[], metavar="DIR",
+                   help="a directory of kept checkpoint notes, e.g. another machine's copies"
+                        " (repeatable)")
+    v.add_argument("--unit-key", metavar="HEX",
+                   help="the unit's public key: checkpoints count only if signed by a dock key"
+                        " the unit certified")
+    v.add_argument("--dock-cert", action="append", default=[], metavar="FILE",
+                   help="a unit-signed dock certificate (with --unit-key), besides those the"
+                        " vault recorded (repeatable)")
     v.set_defaults(func=cmd_vault_verify)
     v = vsub.add_parser("timeline", help="phases, their events and gaps, from the signed records")
     v.add_argument("dir")

@@ -1,6 +1,7 @@
-"""The vault's SQLite index: tables, and the triggers that make them append-only.
+"""The vault's SQLite index: tables, their append-only triggers, and what the log commits to.
 
-    meta(key, value)                layout version ("layout" = LAYOUT), created_at
+    meta(key, value)                layout version ("layout" = LAYOUT), created_at, vault_id
+                                    (random, made at creation: the log's origin names it)
     devices(device_id, public_key, key_id, enrolled_at, enrolled_by, note)
                                     one key per device and one device per key
     records(device_id, seq, kind, record_sha256, prev, segment_sha256, size, t_start, t_end,
@@ -17,14 +18,43 @@
                detail, path, at)    complete = 1 when it holds all the recorder offered, so
                                     the recorder may free it
     dockings(id, device_id, at, report)       report = JSON text
+    facts(id, kind, device_id, at, fields)    signed statements the dock hands in: kind "head"
+                                    (a recorder's last record) or "receipt" (the dock's
+                                    release receipt); fields = deterministic CBOR map
+    docks(id, name, public_key, cert, at)     the keys that signed checkpoints, each with the
+                                    unit's certificate for it (COSE_Sign1) when it had one
+    log(idx, kind, ref, entry, leaf)          the append-only Merkle log (host_agent/vault/log.py):
+                                    idx = 0, 1, 2, … with no gap; entry = deterministic CBOR
+                                    (`log_entry`); leaf = SHA-256(0x00 || entry); ref names the
+                                    row the entry commits to ("records/<device>/<seq>", …)
+    checkpoints(id, size, root, key_name, note, at)
+                                    every checkpoint the vault signed (a C2SP signed note)
 
-Every table but meta refuses UPDATE and DELETE from any connection (triggers); the vault's own
-connection also turns on recursive_triggers, so its INSERT OR REPLACE cannot delete either.
+The log: every row of devices, records, quarantine, dockings, facts and docks, and the vault's
+identity in meta, has exactly one log entry, appended in the same transaction as the row. The
+entry holds the table's kind and every column of the row that no signed record vouches for;
+for records, the record's hash stands for all its signed columns (and the events row, also
+rebuilt from the signed record), which `verify` compares with the signed file.
+
+Every table but meta refuses UPDATE and DELETE from any connection (triggers), and refuses an
+INSERT whose key is already there (so INSERT OR REPLACE cannot delete a row through the
+back door, whatever the connection's recursive_triggers); log entries are only appended at the
+next index.
 """
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from protocol import cbor
 
 LAYOUT = "bodycam-vault/2"
 DB_NAME = "vault.sqlite"
-APPEND_ONLY = ("devices", "records", "events", "quarantine", "dockings")
+APPEND_ONLY = ("devices", "records", "events", "quarantine", "dockings", "facts", "docks",
+               "log", "checkpoints")
+FACT_KINDS = ("head", "receipt")
 
 TABLES = """
 CREATE TABLE meta (
@@ -92,6 +122,35 @@ CREATE TABLE dockings (
     at TEXT NOT NULL,
     report TEXT NOT NULL CHECK (json_valid(report))
 );
+CREATE TABLE facts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('head', 'receipt')),
+    device_id TEXT,
+    at TEXT NOT NULL,
+    fields BLOB NOT NULL
+);
+CREATE TABLE docks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+    cert BLOB,
+    at TEXT NOT NULL
+);
+CREATE TABLE log (
+    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL UNIQUE,
+    entry BLOB NOT NULL,
+    leaf BLOB NOT NULL CHECK (length(leaf) = 32)
+);
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    size INTEGER NOT NULL CHECK (size >= 0),
+    root BLOB NOT NULL CHECK (length(root) = 32),
+    key_name TEXT NOT NULL,
+    note TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 """
 
 
@@ -103,6 +162,95 @@ def trigger_sql(table: str, op: str) -> str:
             f"END")
 
 
+# What makes a row of each table "already there": an INSERT matching it is refused, so that
+# INSERT OR REPLACE (whose implicit delete fires no delete trigger unless recursive_triggers
+# is on) cannot swap a row, nor an enrolled key.
+_KEYS = {
+    "devices": "device_id = NEW.device_id OR public_key = NEW.public_key OR key_id = NEW.key_id",
+    "records": "device_id = NEW.device_id AND seq = NEW.seq",
+    "events": "device_id = NEW.device_id AND seq = NEW.seq",
+    "quarantine": "id = NEW.id",
+    "dockings": "id = NEW.id",
+    "facts": "id = NEW.id",
+    "docks": "id = NEW.id",
+    "checkpoints": "id = NEW.id",
+}
+
+
+def replace_trigger_sql(table: str) -> str:
+    """The exact SQL of the trigger that refuses an INSERT of a key `table` already holds (for
+    the log: an entry anywhere but at the next index)."""
+    if table == "log":
+        return ("CREATE TRIGGER log_append_only BEFORE INSERT ON log\n"
+                "WHEN NEW.idx IS NOT (SELECT coalesce(max(idx) + 1, 0) FROM log)\n"
+                "BEGIN SELECT RAISE(ABORT, 'log is append-only: entries go at the next index');"
+                " END")
+    return (f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table}\n"
+            f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {_KEYS[table]})\n"
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: a row with this key exists"
+            f" and may not be replaced'); END")
+
+
 TRIGGERS = {(t, op): trigger_sql(t, op) for t in APPEND_ONLY for op in ("update", "delete")}
+TRIGGERS.update({(t, "insert"): replace_trigger_sql(t) for t in APPEND_ONLY})
 
 SCHEMA = TABLES + "".join(sql + ";\n" for sql in TRIGGERS.values())
+
+
+# -- what the log commits to -------------------------------------------------------------------
+
+# table -> (entry kind, the columns naming the row, the columns the entry holds). For records,
+# record_sha256 stands for every signed column; the others are what no signature vouches for.
+LOGGED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "meta": ("vault", (), ("vault_id", "layout", "created_at")),
+    "devices": ("enrolment", ("device_id",),
+                ("device_id", "public_key", "key_id", "enrolled_at", "enrolled_by", "note")),
+    "records": ("record", ("device_id", "seq"),
+                ("device_id", "seq", "record_sha256", "data_state", "chain_break",
+                 "stored_at")),
+    "quarantine": ("quarantine", ("id",),
+                   ("id", "device_id", "seq", "record_sha256", "segment_sha256",
+                    "segment_size", "complete", "code", "detail", "path", "at")),
+    "dockings": ("docking", ("id",), ("id", "device_id", "at", "report")),
+    "facts": ("", ("id",), ("id", "kind", "device_id", "at", "fields")),  # its own kind
+    "docks": ("dock", ("id",), ("id", "name", "public_key", "cert", "at")),
+}
+
+
+def log_ref(table: str, row: dict[str, Any]) -> str:
+    """The name of the row a log entry commits to: "<table>/<key>/…" ("meta" for meta)."""
+    keys = LOGGED[table][1]
+    return "/".join([table] + [str(row[k]) for k in keys])
+
+
+def log_kind(table: str, row: dict[str, Any]) -> str:
+    """The entry kind of a row: the table's, or a fact's own kind."""
+    kind = LOGGED[table][0]
+    return kind or str(row["kind"])
+
+
+def log_fields(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """What the log entry of a row holds: {"kind": …, and each logged column by name}."""
+    entry: dict[str, Any] = {}
+    for column in LOGGED[table][2]:
+        value = row.get(column)
+        entry[column] = bytes(value) if isinstance(value, memoryview) else value
+    entry["kind"] = log_kind(table, row)
+    return entry
+
+
+def log_entry(table: str, row: dict[str, Any]) -> bytes:
+    """The log entry of a row, as the table holds it: the deterministic CBOR of `log_fields`.
+    Raises cbor.CBORError for a value CBOR cannot hold (a float written into the table by
+    hand)."""
+    return bytes(cbor.encode(log_fields(table, row)))
+
+
+def now() -> str:
+    """A time as the index keeps it: UTC ISO-8601, microseconds (2024-05-01T08:30:00.123456Z)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, object]:
+    """A fetched row as {column: value}."""
+    return {d[0]: row[i] for i, d in enumerate(cur.description)}

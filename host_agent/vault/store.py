@@ -24,6 +24,16 @@ On-disk layout::
       tmp/                          segments being received; a file here is not evidence and
                                     is removed when its transfer ends without a commit (files
                                     left by a crash are removed a day later at open)
+      checkpoint                    the latest checkpoint the vault signed (a C2SP signed note,
+                                    host_agent/vault/checkpoint.py); read-only (0444)
+
+The log: every row the vault appends (an enrolment, a record, a quarantine entry, a docking
+report, a fact the dock hands in, a dock key that signed a checkpoint) appends one entry to an
+RFC 6962 Merkle log in the same SQLite transaction (schema.py says what each entry holds;
+log.py is the tree math). `checkpoint(signer)` signs the log's size and root; copies of those
+notes kept elsewhere (a witness, the central tier, the next docking) let `verify` see a vault
+that was cut, rolled back to an older copy, or rewritten, even by someone holding the whole
+database: the log never trusts its own database to tell how long it was.
 
 Times are UTC ISO-8601 strings (`2024-05-01T08:30:00.123456Z`); t_start/t_end are the device's
 µs clock as signed.
@@ -51,12 +61,12 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from host_agent.vault import checkpoint as notes
 from host_agent.vault import evidence, schema
 from host_agent.vault.errors import VaultError
 from host_agent.vault.files import (
@@ -66,19 +76,17 @@ from host_agent.vault.files import (
     mkdir_durable,
     write_durable,
 )
+from host_agent.vault.ledger import Ledger, append_log, meta_row
+from host_agent.vault.schema import now, row_dict
 from protocol import manifest
 
 if TYPE_CHECKING:
     from host_agent.vault.ingest import Intake
-    from host_agent.vault.verify import Problem
+    from host_agent.vault.verify import Problem, Report
 
 STALE_TMP_S = 24 * 3600
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUBDIRS = ("objects", "manifests", "quarantine", "tmp")
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _safe_name(text: str) -> str:
@@ -102,13 +110,19 @@ def manifest_path(root: Path, device_id: str, seq: int) -> Path:
     return root / "manifests" / device_id / f"{seq:08d}.cose"
 
 
-class Vault:
+class Vault(Ledger):
     """An evidence vault rooted at a directory. Use `Vault.open`."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, root: Path, db: sqlite3.Connection, vault_id: str) -> None:
         self.root = root
         self._db: sqlite3.Connection | None = db
         self._tmp = root / "tmp"
+        self.vault_id = vault_id
+
+    @property
+    def origin(self) -> str:
+        """The origin line of this vault's checkpoints: `bodycam.vault/<vault id>`."""
+        return notes.origin_of(self.vault_id)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -145,24 +159,31 @@ class Vault:
                 db.execute("PRAGMA synchronous = FULL")
                 # executescript commits first, so the transaction opens inside the script
                 db.executescript("BEGIN IMMEDIATE;" + schema.SCHEMA)
-                db.execute("INSERT INTO meta(key, value) VALUES ('layout', ?)", (schema.LAYOUT,))
-                db.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (now(),))
+                vault_id = uuid.uuid4().hex
+                for key, value in (("layout", schema.LAYOUT), ("created_at", now()),
+                                   ("vault_id", vault_id)):
+                    db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, value))
+                append_log(db, "meta", meta_row(db))  # entry 0: which vault this log is
                 db.execute("COMMIT")
                 for sub in _SUBDIRS:
                     mkdir_durable(root / sub)
             else:
                 db.execute("PRAGMA synchronous = FULL")
-                row = db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
-                if row is None or row[0] != schema.LAYOUT:
-                    raise VaultError(f"{root}: unsupported vault layout {row and row[0]!r}"
+                meta = meta_row(db)
+                if meta.get("layout") != schema.LAYOUT:
+                    raise VaultError(f"{root}: unsupported vault layout {meta.get('layout')!r}"
                                      f" (this version reads {schema.LAYOUT})")
+                vault_id = str(meta.get("vault_id") or "")
+                if not vault_id:
+                    raise VaultError(f"{root}: the vault has no id in its meta table (made by"
+                                     " an older version, or altered)")
         except sqlite3.Error as exc:
             db.close()
             raise VaultError(f"{db_path} is not a usable vault database: {exc}") from exc
         except BaseException:
             db.close()
             raise
-        vault = cls(root, db)
+        vault = cls(root, db, vault_id)
         vault._remove_stale_tmp()
         return vault
 
@@ -263,6 +284,7 @@ class Vault:
                 " note) VALUES (?, ?, ?, ?, ?, ?)",
                 (device_id, public_key, kid, now(), by, note),
             )
+            self._log_row("devices", "device_id = ?", (device_id,))
         mkdir_durable(self.root / "manifests" / device_id)
         return True
 
@@ -277,7 +299,7 @@ class Vault:
             "SELECT device_id, public_key, key_id, enrolled_at, enrolled_by, note"
             " FROM devices ORDER BY device_id"
         )
-        return [_row_dict(cur, row) for row in cur.fetchall()]
+        return [row_dict(cur, row) for row in cur.fetchall()]
 
     # -- records -------------------------------------------------------------------------------
 
@@ -303,7 +325,7 @@ class Vault:
         )
         rows = []
         for row in cur.fetchall():
-            d = _row_dict(cur, row)
+            d = row_dict(cur, row)
             if isinstance(d["tracks"], str):
                 d["tracks"] = json.loads(d["tracks"])
             if d["truncated"] is not None:
@@ -352,8 +374,9 @@ class Vault:
     # -- storing (called by the ingest step only, inside its transaction) ----------------------
 
     def _store_record(self, record: bytes, fields: dict[str, Any], incoming: Incoming | None,
-                      *, data_state: str | None, chain_break: str | None) -> bytes:
-        """Place a record (and a segment's data, if `incoming`) and index it; return its hash.
+                      *, data_state: str | None, chain_break: str | None) -> tuple[bytes, int]:
+        """Place a record (and a segment's data, if `incoming`) and index it; return its hash
+        and the index of its log entry.
 
         The caller holds the write transaction and has decided that this is evidence."""
         device_id, seq = fields["device_id"], fields["seq"]
@@ -370,8 +393,8 @@ class Vault:
             mkdir_durable(man_path.parent)
             write_durable(self._tmp, man_path, record)
             fsync_dir(man_path.parent)
-        self._insert_record(fields, receipt, data_state, chain_break)
-        return receipt
+        index = self._insert_record(fields, receipt, data_state, chain_break)
+        return receipt, index
 
     def _place_object(self, incoming: Incoming, sha256: bytes) -> None:
         dest = self.object_path(sha256)
@@ -387,7 +410,7 @@ class Vault:
         fsync_dir(dest.parent)
 
     def _insert_record(self, f: dict[str, Any], receipt: bytes, data_state: str | None,
-                       chain_break: str | None) -> None:
+                       chain_break: str | None) -> int:
         clock = f.get("clock")
         kind = f["kind"]
         # Events happen at an instant; a gap spans from the last sign of life to the reboot.
@@ -415,11 +438,13 @@ class Vault:
                 (f["device_id"], f["seq"], kind, name, t_start, phase.get("row"),
                  phase.get("case"), phase.get("officer"), detail),
             )
+        return self._log_row("records", "device_id = ? AND seq = ?", (f["device_id"], f["seq"]))
 
     def _quarantine(self, *, device_id: str, seq: int | None, record: bytes | None,
                     incoming: Incoming | None, code: str, detail: str,
-                    complete: bool) -> Path:
-        """Keep what arrived but is not good evidence, with the reason; return its directory.
+                    complete: bool) -> tuple[Path, int]:
+        """Keep what arrived but is not good evidence, with the reason; return its directory
+        and the index of its log entry.
 
         The caller holds the write transaction."""
         at = now()
@@ -455,12 +480,12 @@ class Vault:
         fsync_dir(qdir)
         fsync_dir(qroot)
         rel = qdir.relative_to(self.root).as_posix()
-        self.db.execute(
+        cur = self.db.execute(
             "INSERT INTO quarantine(device_id, seq, record_sha256, segment_sha256, segment_size,"
             " complete, code, detail, path, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device_id, seq, record_sha, seg_sha, seg_size, int(complete), code, detail, rel, at),
         )
-        return qdir
+        return qdir, self._log_row("quarantine", "id = ?", (cur.lastrowid,))
 
     def quarantined(self, device_id: str | None = None) -> list[dict[str, object]]:
         sql = "SELECT * FROM quarantine"
@@ -469,7 +494,7 @@ class Vault:
             sql += " WHERE device_id = ?"
             args = (device_id,)
         cur = self.db.execute(sql + " ORDER BY id", args)
-        return [_row_dict(cur, row) for row in cur.fetchall()]
+        return [row_dict(cur, row) for row in cur.fetchall()]
 
     def quarantine_of(self, device_id: str, record_sha256: bytes) -> dict[str, object] | None:
         """The quarantine entry already holding this exact record of this device, if any."""
@@ -477,19 +502,24 @@ class Vault:
             "SELECT * FROM quarantine WHERE device_id = ? AND record_sha256 = ?"
             " ORDER BY complete DESC, id LIMIT 1", (device_id, record_sha256))
         row = cur.fetchone()
-        return None if row is None else _row_dict(cur, row)
+        return None if row is None else row_dict(cur, row)
 
     # -- dockings ------------------------------------------------------------------------------
 
     def log_docking(self, session: dict[str, object]) -> int:
-        """Append a docking session report; return its row id."""
+        """Append a docking session report (and its log entry); return its row id."""
         device_id = session.get("device_id")
-        report = json.dumps(session, sort_keys=True, default=_json_default)
-        cur = self.db.execute(
-            "INSERT INTO dockings(device_id, at, report) VALUES (?, ?, ?)",
-            (device_id if isinstance(device_id, str) else None, now(), report),
-        )
-        assert cur.lastrowid is not None
+        try:
+            report = json.dumps(session, sort_keys=True, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise VaultError(f"a docking report must be JSON: {exc}") from exc
+        with self._writing() as db:
+            cur = db.execute(
+                "INSERT INTO dockings(device_id, at, report) VALUES (?, ?, ?)",
+                (device_id if isinstance(device_id, str) else None, now(), report),
+            )
+            assert cur.lastrowid is not None
+            self._log_row("dockings", "id = ?", (cur.lastrowid,))
         return cur.lastrowid
 
     def dockings(self, device_id: str | None = None) -> list[dict[str, object]]:
@@ -500,16 +530,34 @@ class Vault:
             args = (device_id,)
         return _rows_with_json(self.db.execute(sql + " ORDER BY id", args), "report")
 
+    # -- facts the dock hands in --------------------------------------------------------------
+
     # -- verification --------------------------------------------------------------------------
 
-    def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
-        """Re-verify the whole vault from its files. An empty list means the vault is good.
+    def verify(self, progress: Callable[[int, int], None] | None = None, *,
+               checkpoints: Iterable[str | Path] = (), witness: Iterable[str | Path] = (),
+               unit_key: bytes | None = None, dock_certs: Iterable[bytes] = ()) -> list[Problem]:
+        """Re-verify the whole vault from its files and its log. An empty list means the vault
+        is good. `progress(done, total)` is called after each record.
 
-        `progress(done, total)` is called after each record.
+        `checkpoints` are checkpoint note files, `witness` directories of them (copies kept
+        elsewhere): the log must extend each one. With `unit_key` (the unit's Ed25519 public
+        key) a checkpoint counts only if signed by a dock key the unit certified (certificates
+        from the docks table or `dock_certs`); without it, by a dock key the vault recorded.
+        See `verify_report` for what was checked against what.
         """
-        from host_agent.vault.verify import Verifier
+        return self.verify_report(progress, checkpoints=checkpoints, witness=witness,
+                                  unit_key=unit_key, dock_certs=dock_certs).problems
 
-        return Verifier(self.root, self.db).run(progress)
+    def verify_report(self, progress: Callable[[int, int], None] | None = None, *,
+                      checkpoints: Iterable[str | Path] = (), witness: Iterable[str | Path] = (),
+                      unit_key: bytes | None = None,
+                      dock_certs: Iterable[bytes] = ()) -> Report:
+        """`verify`, with the log's size and root and each checkpoint's result."""
+        from host_agent.vault.verify import Anchors, Verifier
+
+        anchors = Anchors.load(checkpoints, witness, unit_key, dock_certs)
+        return Verifier(self.root, self.db, anchors).report(progress)
 
 
 def event_columns(f: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -529,11 +577,7 @@ def _rows_with_json(cur: sqlite3.Cursor, column: str) -> list[dict[str, object]]
     """Rows as dicts, with one JSON text column decoded."""
     rows = []
     for row in cur.fetchall():
-        d = _row_dict(cur, row)
+        d = row_dict(cur, row)
         d[column] = json.loads(str(d[column]))
         rows.append(d)
     return rows
-
-
-def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, object]:
-    return {d[0]: row[i] for i, d in enumerate(cur.description)}
