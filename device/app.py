@@ -24,39 +24,58 @@ def load_key(root: str, log):
     return DeviceKey.load_or_create(root, log)
 
 
-async def serve(hal, link, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
-                pre_event_s: int = -1, segments: int = 0, segment_ms: int = 60000,
-                ui=None) -> None:
-    """Recover from a crash, record `segments` at boot (a script for demos and tests), then
-    record on request and answer the dock until the power goes.
-
-    `root` is the card's directory for the record store, clock, policy; `unit_key` the unit's
-    public key when the recorder is commissioned now; `ui` an object with
-    `await next_action() -> (action, args)` (the buttons and menu), or None.
-    """
+def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
+         pre_event_s: int = -1, segment_ms: int = 60000, reset_cause: str = "",
+         spare: int = 0):
+    """Open the card's stores and recover from whatever the last power cut left; returns the
+    recorder (its `store`, `clock` and `policies` with it). The same path at every boot, on
+    every board (and in tests/mpy/crash_points.py, which reboots it at every crash point)."""
     from device.clock import ClockService
-    from device.dock import DockServer
     from device.policy_store import PolicyStore
     from device.recorder import Recorder
     from device.store import RecordStore
 
+    feed = hal.watchdog.feed if hal.watchdog is not None else None
+    if feed:
+        feed()
     policies = PolicyStore(root, log)
     if unit_key:
         policies.commission(unit_key)
     if pre_event_s >= 0:
         policies.current["thresholds"]["pre_event_s"] = pre_event_s
-    store = RecordStore(root)
+    store = RecordStore(root, spare=spare)
     clock = ClockService(hal.clock, root)
     recorder = Recorder(hal, store, key, clock, policies, log, buf=camera_buf,
-                        segment_ms=segment_ms)
+                        segment_ms=segment_ms, reset_cause=reset_cause)
     log("booted %s, chain head %d, policy %s" % (hal.device_id, store.head_seq, policies.name))
+    if feed:
+        feed()
     recorder.recover()
+    return recorder
+
+
+async def serve(hal, link, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
+                pre_event_s: int = -1, segments: int = 0, segment_ms: int = 60000,
+                ui=None, reset_cause: str = "") -> None:
+    """Recover from a crash, record `segments` at boot (a script for demos and tests), then
+    record on request and answer the dock until the power goes.
+
+    `root` is the card's directory for the record store, clock, policy; `unit_key` the unit's
+    public key when the recorder is commissioned now; `ui` an object with
+    `await next_action() -> (action, args)` (the buttons and menu), or None; `reset_cause`
+    what the board knows of why it last reset ("watchdog"), "" for a power-on.
+    """
+    from device.dock import DockServer
+
+    recorder = boot(hal, key, log, root=root, camera_buf=camera_buf, unit_key=unit_key,
+                    pre_event_s=pre_event_s, segment_ms=segment_ms, reset_cause=reset_cause)
     asyncio.create_task(recorder.run())
     if segments > 0:
         await recorder.record_segments(segments)
     if ui is not None:
         asyncio.create_task(_ui(ui, recorder, log))
-    server = DockServer(link, hal, store, key, clock, log, policies=policies, recorder=recorder)
+    server = DockServer(link, hal, recorder.store, key, recorder.clock, log,
+                        policies=recorder.policies, recorder=recorder)
     log("ready for the dock")
     await server.serve()
 
@@ -73,3 +92,5 @@ async def _ui(ui, recorder, log) -> None:
             log("ui: %s -> %s" % (action, recorder.handle(action, args)))
         except Refused as exc:
             log("ui: %s" % exc)
+        except OSError as exc:  # a full card: the action's record could not be written
+            log("ui: %s failed: storage: %s" % (action, exc))

@@ -15,6 +15,10 @@ indicator
 link     the dock link: a stream asyncio can poll (UART, USB-CDC, a pty in simulation),
          wrapped by device/link.py
 selftest() -> list of fault strings (empty when healthy)
+watchdog feed() -- the board's hardware watchdog (machine.WDT on a board; on the unix port
+         the simulator outside the firmware process, device/boards/unix_sim/hal.py). The
+         recording loop feeds it while it is healthy; if it stops, the board resets and the
+         next boot records the gap. Optional (None: no watchdog).
 """
 
 
@@ -22,7 +26,7 @@ class Hal:
     """The set of parts a recorder is built from."""
 
     def __init__(self, device_id, clock, battery_main, battery_backup, storage, camera,
-                 indicator, link, selftest) -> None:
+                 indicator, link, selftest, watchdog=None) -> None:
         self.device_id = device_id
         self.clock = clock
         self.battery_main = battery_main
@@ -32,6 +36,7 @@ class Hal:
         self.indicator = indicator
         self.link = link
         self.selftest = selftest
+        self.watchdog = watchdog
 
 
 def battery_state(cell) -> dict:

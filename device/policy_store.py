@@ -18,7 +18,7 @@ class PolicyStore:
         self._log = log
         self.unit_key = b""
         try:
-            self.unit_key = fs.read(root + _UNIT_KEY_FILE)
+            self.unit_key = fs.read(root + _UNIT_KEY_FILE)  # empty: a cut while commissioning
         except OSError:
             pass
         self.current = policy.annex()
@@ -36,7 +36,7 @@ class PolicyStore:
         if self.unit_key and self.unit_key != unit_public:
             raise policy.PolicyError("this recorder is commissioned to another unit")
         if not self.unit_key:
-            fs.write_atomic(self._root + _UNIT_KEY_FILE, unit_public)
+            fs.write_once(self._root + _UNIT_KEY_FILE, unit_public)
             self.unit_key = unit_public
 
     def _open(self, signed) -> dict:

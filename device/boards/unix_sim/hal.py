@@ -1,8 +1,11 @@
 """The unix-port board: simulated hardware for the MicroPython unix port (tests, demo, rig).
 
 Each class implements one part of device/hal.py: a clock with skew and drift, draining
-batteries, a directory standing in for the card with a simulated capacity, a paced camera, an
-indicator that logs, a pty as the serial line, and the buttons and menu as lines on stdin.
+batteries, a directory standing in for the card with a simulated capacity (or a card image:
+littlefs or FAT on a file-backed block device, `mount_card`), a paced camera, an indicator
+that logs, a pty as the serial line, a watchdog fed through a pipe to the simulator (the
+board's watchdog is outside its CPU; host_agent/lab/simulator.py resets the firmware when the
+feeding stops), and the buttons and menu as lines on stdin.
 """
 
 import asyncio
@@ -66,7 +69,8 @@ class SimBattery:
 
 
 class SimStorage:
-    """A directory on the host standing in for the card, with a simulated capacity."""
+    """A directory on the host standing in for the card, with a simulated capacity; or, with
+    `total_bytes` 0, a mounted card image whose file system says how full it is."""
 
     def __init__(self, root: str, total_bytes: int) -> None:
         self.root = root
@@ -74,8 +78,67 @@ class SimStorage:
         fs.makedirs(root)
 
     def usage(self):
+        if not self.total:
+            st = os.statvfs(self.root)
+            return st[4] * st[1], st[2] * st[1]  # f_bavail, f_blocks in f_frsize units
         used = _tree_size(self.root)
         return max(0, self.total - used), self.total
+
+
+class FileBlockDevice:
+    """A card image in a host file as a block device (readblocks/writeblocks/ioctl) for
+    vfs.VfsLfs2 and vfs.VfsFat. Writes go straight to the file: a killed process leaves the
+    image as a power cut leaves a card."""
+
+    def __init__(self, path: str, block_size: int) -> None:
+        self._f = open(path, "r+b")
+        self._f.seek(0, 2)
+        self.block_size = block_size
+        self.blocks = self._f.tell() // block_size
+
+    def readblocks(self, n: int, buf, off: int = 0) -> None:
+        self._f.seek(n * self.block_size + off)
+        self._f.readinto(buf)
+
+    def writeblocks(self, n: int, buf, off=None) -> None:
+        self._f.seek(n * self.block_size + (off or 0))
+        self._f.write(buf)
+
+    def ioctl(self, op: int, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return self.block_size
+        if op == 3:  # sync
+            self._f.flush()
+        return 0  # init, deinit, erase (6): nothing to do
+
+
+def mount_card(image: str, kind: str, mount_at: str, size_kb: int, block_size: int) -> None:
+    """Mount a card image (made and formatted if it does not exist yet) at `mount_at`."""
+    import vfs
+
+    if kind not in ("lfs2", "fat"):
+        raise SystemExit("device: --card-fs must be lfs2 or fat, not %r" % kind)
+    fresh = not fs.exists(image) or fs.size(image) == 0
+    if fresh:
+        if size_kb <= 0:
+            raise SystemExit("device: no card image %s (give --card-kb to make one)" % image)
+        with open(image, "wb") as f:
+            zeros = bytes(4096)
+            for _ in range(size_kb // 4):
+                f.write(zeros)
+    # (The stubs want a subclass of their AbstractBlockDev, which the port does not have: any
+    # object with these three methods is a block device.)
+    bdev = FileBlockDevice(image, block_size)
+    if kind == "fat":
+        if fresh:
+            vfs.VfsFat.mkfs(bdev)  # type: ignore[arg-type]
+        vfs.mount(vfs.VfsFat(bdev), mount_at)  # type: ignore[abstract, arg-type]
+    else:
+        if fresh:
+            vfs.VfsLfs2.mkfs(bdev)  # type: ignore[arg-type]
+        vfs.mount(vfs.VfsLfs2(bdev), mount_at)  # type: ignore[abstract, arg-type]
 
 
 def _tree_size(path: str) -> int:
@@ -141,6 +204,26 @@ class SimIndicator:
         self._log("indicator: " + state)
 
 
+class SimWatchdog:
+    """The board's watchdog, fed by writing a byte to a pipe the simulator reads (at most one
+    byte per 100 ms). A hung firmware stops writing; the simulator resets it."""
+
+    def __init__(self, fd: int) -> None:
+        self._f = open("/dev/fd/%d" % fd, "wb")
+        self._at = time.ticks_ms()
+        self._byte = b"."
+
+    def feed(self) -> None:
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._at) < 100:
+            return
+        self._at = now
+        try:
+            self._f.write(self._byte)
+        except OSError:
+            pass  # the simulator is gone: nobody left to reset us
+
+
 def open_tty(path: str):
     """A serial line on a tty (a pty in simulation), raw, with UART-like non-blocking reads."""
     f = open(path, "r+b")
@@ -163,6 +246,7 @@ class SimUI:
 
     e.g. "record", "stop", "phase_start 4 GXSL-2026-017 4501-0233", "notice",
     "end_request investigation ends", "end_confirm". End of input leaves the recorder running.
+    "hang" hangs the firmware in a busy loop (a stuck driver), for the watchdog to catch.
     """
 
     def __init__(self) -> None:
@@ -180,4 +264,10 @@ class SimUI:
             self._eof = True
             return "", []
         words = line.decode().split()
+        if words == ["hang"]:
+            import sys
+
+            sys.stderr.write("device: hanging (busy loop)\n")
+            while True:
+                pass
         return (words[0], words[1:]) if words else ("", [])

@@ -4,6 +4,12 @@ Reads its options from the command line (a real board reads a config file), buil
 simulated hardware (device/boards/unix_sim/hal.py) and the dock link (a pty, or MQTT), and
 hands them to device/app.py, which boots the recorder the same way on every board. Logs go to
 stderr, never onto the link.
+
+The card is a host directory (`--storage DIR`) or, as on a board, a file system on a block
+device: `--card-image FILE --card-fs lfs2|fat` mounts littlefs or FAT from an image file at
+/card (made and formatted first if it does not exist, `--card-kb` in size), and the storage
+usage comes from that file system. `--watchdog-fd N` feeds the simulator's watchdog through a
+pipe; `--reset-cause watchdog` is how the simulator tells the firmware why it was reset.
 """
 
 import asyncio
@@ -29,6 +35,12 @@ _OPTIONS = {
     "mqtt-user": "",  # MQTT user name (password authentication)
     "mqtt-password-file": "",  # file holding the MQTT password
     "storage": "",  # directory standing in for the card
+    "card-image": "",  # ... or an image file of a card's file system, mounted at /card
+    "card-fs": "lfs2",  # its file system: lfs2 (littlefs v2) or fat
+    "card-kb": 0,  # size of an image made at first boot
+    "card-block": 512,  # its block size
+    "watchdog-fd": -1,  # pipe to the simulator's watchdog (fed while the recorder is healthy)
+    "reset-cause": "",  # why the board was reset, if it knows ("watchdog")
     "device-id": "",
     "segments": 0,  # segments to record at boot
     "segment-ms": 1000,
@@ -57,8 +69,8 @@ def _args(argv) -> dict:
         value = argv[i + 1]
         opts[name] = int(value) if isinstance(_OPTIONS[name], int) else value
         i += 2
-    if not opts["storage"]:
-        raise SystemExit("device: --storage is required")
+    if not (opts["storage"] or opts["card-image"]):
+        raise SystemExit("device: --storage or --card-image is required")
     if not (opts["link"] or opts["mqtt"]):
         raise SystemExit("device: --link or --mqtt is required")
     return opts
@@ -68,7 +80,9 @@ def _device_id(root: str, wanted: str) -> str:
     # The serial number a board reads from its fuses; the simulation keeps one per storage.
     path = root + "/device.id"
     try:
-        return fs.read(path).decode().strip()
+        known = fs.read(path).decode().strip()
+        if known:  # empty: a cut while it was written at the first boot
+            return known
     except OSError:
         pass
     if not wanted:
@@ -76,7 +90,7 @@ def _device_id(root: str, wanted: str) -> str:
         from binascii import hexlify
 
         wanted = "SIM-" + hexlify(os.urandom(4)).decode().upper()
-    fs.write_atomic(path, wanted.encode())
+    fs.write_once(path, wanted.encode())
     return wanted
 
 
@@ -110,8 +124,14 @@ def main(argv) -> None:
     a = _args(argv)
     from device import app
 
-    root = a["storage"]
-    fs.makedirs(root)
+    if a["card-image"]:
+        from device.boards.unix_sim.hal import mount_card
+
+        root = "/card"
+        mount_card(a["card-image"], a["card-fs"], root, a["card-kb"], a["card-block"])
+    else:
+        root = a["storage"]
+        fs.makedirs(root)
     device_id = _device_id(root, a["device-id"])
     tty, link = _link(a, device_id)
     camera_buf = app.camera_buffer()
@@ -126,6 +146,7 @@ def main(argv) -> None:
         SimIndicator,
         SimStorage,
         SimUI,
+        SimWatchdog,
     )
     from device.hal import Hal
 
@@ -135,16 +156,18 @@ def main(argv) -> None:
         clock=SimClock(a["skew-us"], a["drift-ppm"]),
         battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]), 20),
         battery_backup=SimBattery(3000, 2000, a["backup-pct"]),
-        storage=SimStorage(root, a["capacity-mb"] * 1024 * 1024),
+        storage=SimStorage(root, 0 if a["card-image"] else a["capacity-mb"] * 1024 * 1024),
         camera=SimCamera(a["bitrate"]),
         indicator=SimIndicator(log),
         link=tty,
         selftest=lambda: faults,
+        watchdog=SimWatchdog(a["watchdog-fd"]) if a["watchdog-fd"] >= 0 else None,
     )
     asyncio.run(app.serve(hal, link, key, log, root=root, camera_buf=camera_buf,
                           unit_key=unhexlify(a["unit-key"]) if a["unit-key"] else b"",
                           pre_event_s=a["pre-event-s"], segments=a["segments"],
-                          segment_ms=a["segment-ms"], ui=SimUI()))
+                          segment_ms=a["segment-ms"], ui=SimUI(),
+                          reset_cause=a["reset-cause"]))
 
 
 if __name__ == "__main__":
