@@ -185,10 +185,15 @@ def _check_depth(depth, doing):
 # Decoding
 
 
-def decode(data):
-    """Decode `data`, which must hold exactly one CBOR item; raise CBORError otherwise."""
+def decode(data, max_items=None):
+    """Decode `data`, which must hold exactly one CBOR item; raise CBORError otherwise.
+
+    `max_items` bounds how many items (of any depth) the decoding may make: a byte of CBOR can
+    become tens of bytes of objects (an empty list), so a receiver on a small heap states
+    what its messages can hold and refuses the rest before allocating it.
+    """
     view = _as_view(data)
-    obj, end = _decode_item(view, 0, 0)
+    obj, end = _decode_item(view, 0, 0, None if max_items is None else [max_items])
     if end != len(view):
         raise CBORError(
             f"{len(view) - end} trailing byte(s) after the item at offset {end}"
@@ -205,7 +210,7 @@ def decode_from(data, offset: int = 0) -> tuple:
         or not 0 <= offset <= len(view)
     ):
         raise CBORError(f"offset {offset!r} outside the buffer (length {len(view)})")
-    return _decode_item(view, offset, 0)
+    return _decode_item(view, offset, 0, None)
 
 
 def _as_view(data):
@@ -247,8 +252,12 @@ def _read_head(view, offset):
     return major, info, arg, offset + 1 + size
 
 
-def _decode_item(view, offset, depth):
+def _decode_item(view, offset, depth, budget):
     start = offset
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise CBORError(f"more items than allowed at offset {start}")
     major, info, arg, offset = _read_head(view, offset)
     if major == _MAJOR_UINT:
         return arg, offset
@@ -270,15 +279,15 @@ def _decode_item(view, offset, depth):
             raise CBORError(f"truncated: array of {arg} items at offset {start}")
         items = []
         for _ in range(arg):
-            item, offset = _decode_item(view, offset, depth + 1)
+            item, offset = _decode_item(view, offset, depth + 1, budget)
             items.append(item)
         return items, offset
     if major == _MAJOR_MAP:
         _check_depth_at(depth, start)
-        return _decode_map(view, offset, arg, depth, start)
+        return _decode_map(view, offset, arg, depth, start, budget)
     if major == _MAJOR_TAG:
         _check_depth_at(depth, start)
-        value, offset = _decode_item(view, offset, depth + 1)
+        value, offset = _decode_item(view, offset, depth + 1, budget)
         return Tag(arg, value), offset
     # Major type 7.
     if info == 20:
@@ -296,7 +305,7 @@ def _decode_item(view, offset, depth):
     raise CBORError(f"unsupported simple value at offset {start}")
 
 
-def _decode_map(view, offset, count, depth, start):
+def _decode_map(view, offset, count, depth, start, budget):
     # Each pair takes at least two bytes.
     if count > (len(view) - offset) // 2:
         raise CBORError(f"truncated: map of {count} pairs at offset {start}")
@@ -304,7 +313,7 @@ def _decode_map(view, offset, count, depth, start):
     previous_key = None
     for _ in range(count):
         key_start = offset
-        key, offset = _decode_item(view, offset, depth + 1)
+        key, offset = _decode_item(view, offset, depth + 1, budget)
         if key is True or key is False or not isinstance(key, (int, str, bytes)):
             raise CBORError(
                 f"unsupported map key type at offset {key_start} (int, str, bytes only)"
@@ -315,7 +324,7 @@ def _decode_map(view, offset, count, depth, start):
             what = "duplicate" if previous_key == key_bytes else "out-of-order"
             raise CBORError(f"{what} map key at offset {key_start}")
         previous_key = key_bytes
-        value, offset = _decode_item(view, offset, depth + 1)
+        value, offset = _decode_item(view, offset, depth + 1, budget)
         result[key] = value
     return result, offset
 

@@ -27,6 +27,10 @@ class CoseError(ValueError):
     """Bytes that are not a COSE_Sign1 envelope this system accepts."""
 
 
+class BadSignature(CoseError):
+    """A well-formed envelope whose signature the expected key did not make."""
+
+
 def to_be_signed(protected: bytes, payload: bytes) -> bytes:
     return cbor.encode(["Signature1", protected, b"", payload])
 
@@ -80,3 +84,16 @@ def parse_sign1(data) -> Sign1:
     if len(unprotected) != 1:
         raise CoseError("unprotected header carries unsigned entries besides the kid")
     return Sign1(protected, unprotected[HDR_KID], payload, signature)
+
+
+def open_sign1(data, public: bytes, verify_fn):
+    """The decoded payload of `data`, a COSE_Sign1 whose signature `public` made, checked over
+    the bytes as received; CoseError saying which of the three it is not (an envelope, signed
+    by that key, a CBOR payload). `verify_fn(public, msg, sig) -> bool`."""
+    env = parse_sign1(data)
+    if not verify_fn(public, env.tbs, env.signature):
+        raise BadSignature("signature does not verify")
+    try:
+        return cbor.decode(env.payload)
+    except cbor.CBORError as exc:
+        raise CoseError("payload: %s" % exc)

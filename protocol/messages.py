@@ -26,29 +26,44 @@ _S = schema.STR
 _L = schema.LIST
 _M = schema.MAP
 _T = schema.BOOL
+_U32 = schema.U32
 
-# type -> ((field, kind), ...). Extra fields are allowed (newer peers); missing ones are not.
+MAX_READ = const(16 * 1024 * 1024)  # bytes one read may ask for
+REQUEST_ITEMS = const(64)  # CBOR items a request decodes into, at most (the largest has 11)
+_RID = ("rid", _I, 0, _U32)
+_SEQ = ("seq", _I, 0, _U32)
+_NONCE = const(16)  # protocol.authority.NONCE_SIZE
+_HASH = const(32)
+
+# type -> ((field, kind[, lo, hi]), ...): every field a request carries has a range (a length
+# for bytes, strings and lists). Extra fields are allowed (newer peers); missing ones are not.
 SCHEMA = {
-    # host -> device
-    "hello": (("rid", _I), ("proto", _I), ("dock", _S)),
-    "get_status": (("rid", _I),),
-    "ping": (("rid", _I), ("t1", _I)),
-    "clock_adjust": (("rid", _I), ("delta_us", _I), ("uncertainty_us", _I)),
-    "list": (("rid", _I), ("from_seq", _I), ("limit", _I)),
-    "read": (("rid", _I), ("seq", _I), ("offset", _I), ("length", _I)),
-    "release": (("rid", _I), ("seq", _I), ("manifest_sha256", _B)),
-    "policy_set": (("rid", _I), ("policy", _B)),
+    # host -> device. Before `auth` succeeds a recorder answers only hello and get_status.
+    "hello": (_RID, ("proto", _I, 0, 255), ("dock", _S, 0, 64)),
+    "auth": (_RID, ("cert", _B, 1, 1024), ("nonce", _B, _NONCE, _NONCE), ("sig", _B, 64, 64)),
+    "get_status": (_RID,),
+    "ping": (_RID, ("t1", _I, schema.I64_MIN, schema.I64_MAX)),
+    "clock_adjust": (_RID, ("delta_us", _I, -(1 << 50), 1 << 50),
+                     ("uncertainty_us", _I, 0, 1 << 40)),
+    "list": (_RID, ("from_seq", _I, 0, _U32), ("limit", _I, 1, 1024)),
+    "read": (_RID, _SEQ, ("offset", _I, 0, 1 << 48), ("length", _I, 0, MAX_READ)),
+    "release": (_RID, _SEQ, ("manifest_sha256", _B, _HASH, _HASH), ("receipt", _B, 1, 1024)),
+    "head": (_RID, ("nonce", _B, _NONCE, _NONCE)),
+    "policy_set": (_RID, ("policy", _B, 1, 3800)),
     # device -> host
     "identify": (
-        ("rid", _I),
+        _RID,
         ("proto", _I),
         ("device_id", _S),
         ("fw", _S),
         ("public_key", _B),
         ("limits", _M),
+        ("nonce", _B),
+        ("unit", _B),  # the unit key id the recorder is commissioned with (b"" if none)
     ),
+    "auth_ok": (_RID, ("dock", _S), ("sig", _B)),
     "status": (
-        ("rid", _I),
+        _RID,
         ("battery_main", _M),
         ("battery_backup", _M),
         ("storage", _M),
@@ -58,17 +73,19 @@ SCHEMA = {
         ("policy", _S),
         ("recording", _T),
     ),
-    "pong": (("rid", _I), ("t1", _I), ("t2", _I), ("t3", _I)),
-    "clock_set": (("rid", _I), ("before_us", _I), ("after_us", _I)),
-    "records": (("rid", _I), ("items", _L), ("more", _T)),
-    "read_done": (("rid", _I), ("seq", _I), ("offset", _I), ("length", _I)),
-    "released": (("rid", _I), ("seq", _I)),
-    "policy_ok": (("rid", _I), ("policy", _S)),
-    "error": (("rid", _I), ("code", _S), ("detail", _S)),
+    "pong": (_RID, ("t1", _I), ("t2", _I), ("t3", _I)),
+    "clock_set": (_RID, ("before_us", _I), ("after_us", _I), ("event", _I)),
+    "records": (_RID, ("items", _L), ("more", _T)),
+    "read_done": (_RID, ("seq", _I), ("offset", _I), ("length", _I)),
+    "released": (_RID, ("seq", _I)),
+    "head_ok": (_RID, ("statement", _B)),
+    "policy_ok": (_RID, ("policy", _S)),
+    "error": (_RID, ("code", _S), ("detail", _S)),
 }
 
 # Error codes a device may answer with.
 E_BAD_REQUEST = "bad_request"
+E_UNAUTHORIZED = "unauthorized"  # no dock has proved its authority, or not this right
 E_UNKNOWN_RECORD = "unknown_record"
 E_MISMATCH = "mismatch"
 E_BUSY = "busy"
@@ -84,10 +101,17 @@ def check(msg) -> dict:
     """Return `msg` if it is a well-formed message, else raise ProtocolError saying why."""
     if not isinstance(msg, dict):
         raise ProtocolError("message is not a map")
+    for key in msg:
+        # Only text keys: a bytes key would make every lookup compare str with bytes (and
+        # MicroPython warns on each such comparison: a hostile peer could flood its log).
+        if not isinstance(key, str):
+            raise ProtocolError("message keys must be text")
     mtype = msg.get("t")
     fields = SCHEMA.get(mtype) if isinstance(mtype, str) else None
     if fields is None:
-        raise ProtocolError("unknown message type %r" % (mtype,))
+        # Never the repr of what came: a hostile value can be kilobytes of nesting.
+        what = repr(mtype[:32]) if isinstance(mtype, str) else "of type %s" % type(mtype).__name__
+        raise ProtocolError("unknown message type %s" % what)
     bad = schema.violation(msg, fields)
     if bad is not None:
         name, kind = bad
@@ -122,18 +146,19 @@ def encode_data(seq: int, offset: int, data) -> bytes:
     return struct.pack(DATA_HEADER, KIND_DATA, seq, offset) + bytes(data)
 
 
-def parse_payload(payload):
+def parse_payload(payload, max_items=None):
     """Split a frame payload.
 
     Returns ("msg", message) for a control message, or ("data", (seq, offset, memoryview)) for
-    a data chunk. Raises ProtocolError for anything else.
+    a data chunk. Raises ProtocolError for anything else. `max_items` bounds the CBOR items a
+    message may decode into (a recorder takes requests with REQUEST_ITEMS at most).
     """
     if not payload:
         raise ProtocolError("empty payload")
     kind = payload[0]
     if kind == KIND_MESSAGE:
         try:
-            msg = cbor.decode(memoryview(payload)[1:])
+            msg = cbor.decode(memoryview(payload)[1:], max_items)
         except cbor.CBORError as exc:
             raise ProtocolError("bad CBOR in message: %s" % exc)
         return "msg", check(msg)

@@ -11,6 +11,8 @@ Policy document (CBOR map):
   rows               list of {no, matter, stage, records, start, end, recorder, continuous}
                      recorder is "recorder" (body-worn) or "hall_cctv"
   thresholds         DEFAULT_THRESHOLDS' keys: what the recorder and the dock enforce
+  revoked_docks      (optional) key ids (32 hex digits) of dock keys the unit has revoked: a
+                     recorder that runs this policy refuses those docks
 """
 
 from protocol import cbor, cose
@@ -18,6 +20,7 @@ from protocol.compat import const
 
 POLICY_FORMAT = const(1)
 MAX_PRE_EVENT_S = const(120)
+MAX_REVOKED = const(32)  # a signed policy must fit one dock request
 
 # (no, matter, stage, what is recorded, start trigger, end trigger, recorder)
 _ANNEX = (
@@ -132,6 +135,13 @@ def check(policy) -> dict:
     th = policy.get("thresholds")
     if not isinstance(th, dict):
         raise PolicyError("policy needs thresholds")
+    revoked = policy.get("revoked_docks", [])
+    if not isinstance(revoked, list) or len(revoked) > MAX_REVOKED:
+        raise PolicyError("revoked_docks must be a list of at most %d dock key ids"
+                          % MAX_REVOKED)
+    for kid in revoked:
+        if not isinstance(kid, str) or len(kid) != 32 or kid.strip("0123456789abcdef"):
+            raise PolicyError("revoked_docks: %r is not a dock key id (32 hex digits)" % (kid,))
     for key, lo, hi in _LIMITS:
         if not _int_in(th.get(key), lo, hi):
             raise PolicyError("threshold %s must be within %d..%d" % (key, lo, hi))
@@ -155,12 +165,8 @@ def read_signed(data) -> dict:
 def open_signed(data, unit_public: bytes, verify_fn) -> dict:
     """Check a signed policy against the unit key; `verify_fn(public, msg, sig) -> bool`."""
     try:
-        env = cose.parse_sign1(data)
+        return check(cose.open_sign1(data, unit_public, verify_fn))
+    except cose.BadSignature:
+        raise PolicyError("policy signature does not verify with the unit key")
     except cose.CoseError as exc:
         raise PolicyError("not a signed policy: %s" % exc)
-    if not verify_fn(unit_public, env.tbs, env.signature):
-        raise PolicyError("policy signature does not verify with the unit key")
-    try:
-        return check(cbor.decode(env.payload))
-    except cbor.CBORError as exc:
-        raise PolicyError("policy payload: %s" % exc)

@@ -36,11 +36,15 @@ from host_agent.dock.many import PortResult, dock_many  # noqa: E402
 from host_agent.dock.session import DockSession  # noqa: E402
 from host_agent.lab.nullmodem import Impairment, NullModem  # noqa: E402
 from host_agent.lab.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+from host_agent.lab.unit import lab_unit  # noqa: E402
 from host_agent.transport.serial import SerialTransport  # noqa: E402
 from host_agent.vault import Vault  # noqa: E402
 from tests.factories import RecordChain  # noqa: E402
 
 HEAP = os.environ.get("BODYCAM_HIL_HEAPSIZE", "288k")
+# The unit the simulated recorders are commissioned to, and the dock it certified.
+LAB_DIR = Path(tempfile.mkdtemp(prefix="bodycam-bench-pki-"))
+LAB = lab_unit(LAB_DIR, "bench-dock")
 ROWS: list[dict[str, Any]] = []
 
 
@@ -119,7 +123,8 @@ def recorder(base: Path, direct: bool = False, **cfg: Any) -> Iterator[Simulated
     if direct:
         simulator.NullModem = DirectLine  # type: ignore[misc,assignment]
     try:
-        config = SimConfig(**{"heapsize": HEAP, "drift_ppm": 0, **cfg})
+        config = SimConfig(**{"heapsize": HEAP, "drift_ppm": 0,
+                              "unit_key": LAB[0].public.hex(), **cfg})
         rec = SimulatedRecorder(base, config, base.parent / (base.name + ".log")).start()
     finally:
         simulator.NullModem = saved  # type: ignore[misc]
@@ -152,7 +157,7 @@ def offload_once(tmp: Path, direct: bool = False, up: Impairment | None = None,
             rec.modem.impair(up=up, down=down)
         t = transport_for(rec)
         with Vault.open(tmp / "vault") as vault:
-            s = DockSession(t, vault, enroll_unknown=True)
+            s = DockSession(t, vault, LAB[1], enroll_unknown=True)
             s.identify()
             in0, out0 = t.bytes_in, t.bytes_out
             off = s.offload()
@@ -294,7 +299,7 @@ def bench_clock(runs: int) -> None:
                       skew_us=0) as rec:
             t = transport_for(rec)
             with Vault.open(Path(tempfile.mkdtemp()) / "vault") as vault:
-                s = DockSession(t, vault, enroll_unknown=True)
+                s = DockSession(t, vault, LAB[1], enroll_unknown=True)
                 s.identify()
                 truth = 0  # the sim clock = host wall clock + skew (drift 0)
                 for i in range(runs * 4):
@@ -393,7 +398,7 @@ def many_once(count: int, cfg: dict[str, Any]) -> tuple[float, int, list[str]]:
     try:
         recs = [c.__enter__() for c in ctxs]
         results = dock_many([r.port for r in recs], base / "vault", enroll_unknown=True,
-                            dock_id="bench-dock")
+                            identity_dir=LAB_DIR / "bench-dock")
     finally:
         for c in ctxs[:len(recs)]:
             c.__exit__(None, None, None)

@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from host_agent.dock.session import DockSession, dock  # noqa: E402
 from host_agent.lab.broker import Mosquitto  # noqa: E402
 from host_agent.lab.simulator import SimConfig, SimulatedRecorder  # noqa: E402
+from host_agent.lab.unit import lab_unit  # noqa: E402
 from host_agent.transport.mqtt import MqttTransport  # noqa: E402
 from host_agent.vault import Vault  # noqa: E402
 
@@ -42,14 +43,16 @@ logging.getLogger("bodycam.mqtt.paho").setLevel(logging.CRITICAL)
 def bench_offload(broker: Mosquitto, work: Path, segments: int, segment_mb: int,
                   run: int) -> dict[str, float]:
     device_id = f"BENCH-{run}"
+    unit, identity = lab_unit(work / "pki", "bench-dock")
     config = SimConfig(segments=segments, segment_ms=1000, bitrate=segment_mb * 8_000_000,
-                       mqtt=f"{broker.host}:{broker.port}", device_id=device_id)
+                       mqtt=f"{broker.host}:{broker.port}", device_id=device_id,
+                       unit_key=unit.public.hex())
     with SimulatedRecorder(work / f"dev{run}", config, work / f"dev{run}.log") as rec, \
             Vault.open(work / f"vault{run}") as vault:
         transport = MqttTransport(broker.host, broker.port, device_id)
         transport.open()
         try:
-            report = dock(DockSession(transport, vault, dock_id="bench", enroll_unknown=True,
+            report = dock(DockSession(transport, vault, identity, enroll_unknown=True,
                                       timeout=30.0))
         except Exception:
             print(rec.log_text(), file=sys.stderr)

@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from host_agent.cli import dock_commands, lab_commands, policy_commands, vault_commands
+from host_agent.cli import (
+    dock_commands,
+    lab_commands,
+    policy_commands,
+    unit_commands,
+    vault_commands,
+)
 from host_agent.cli.output import setup_logging
 
 
@@ -29,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     dock_commands.register(sub)
     vault_commands.register(sub)
     policy_commands.register(sub)
+    unit_commands.register(sub)
     return parser
 
 

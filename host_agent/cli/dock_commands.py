@@ -11,7 +11,9 @@ from pathlib import Path
 
 from host_agent.cli.options import host_port
 from host_agent.cli.output import ProgressBar, emit, json_default
+from host_agent.cli.unit_commands import add_identity_option, load_identity
 from host_agent.dock import DockSession, SessionError, dock
+from host_agent.keys import DockIdentity
 from host_agent.transport import Transport, TransportError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError, key_id
@@ -65,9 +67,11 @@ def _read_policy(path: str | None, command: str) -> bytes | None:
         signed = Path(path).read_bytes()
         policy.read_signed(signed)
     except OSError as exc:
-        raise SystemExit(f"{command}: --policy {path}: {exc.strerror}") from None
+        print(f"{command}: --policy {path}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
     except policy.PolicyError as exc:
-        raise SystemExit(f"{command}: --policy {path}: {exc}") from None
+        print(f"{command}: --policy {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return signed
 
 
@@ -101,6 +105,7 @@ class CommandError(Exception):
 
 def cmd_dock(args: argparse.Namespace) -> int:
     signed = _read_policy(args.policy, "dock")
+    identity = load_identity(args.identity, "dock")
     try:
         with _vault(args.vault, "dock", create=args.enroll_unknown) as vault:
             try:
@@ -108,9 +113,11 @@ def cmd_dock(args: argparse.Namespace) -> int:
             except TransportError as exc:
                 raise CommandError(f"dock: {exc}") from None
             try:
-                session = DockSession(transport, vault, dock_id=args.dock_id,
+                session = DockSession(transport, vault, identity,
                                       enroll_unknown=args.enroll_unknown)
                 report = dock(session, ProgressBar("offload"), policy_file=signed)
+                if args.witness:
+                    _hand_to_witness(Path(args.witness), report.checkpoint)
             except (SessionError, TransportError, VaultError, OSError) as exc:
                 # Nothing was released that the vault does not hold; the next docking resumes.
                 raise CommandError(f"dock: {exc}") from None
@@ -132,9 +139,10 @@ def cmd_dock_many(args: argparse.Namespace) -> int:
     from host_agent.dock.many import dock_many
 
     signed = _read_policy(args.policy, "dock-many")
+    load_identity(args.identity, "dock-many")  # a clear error here, not in every worker
     try:
         results = dock_many(args.port, args.vault, processes=args.processes,
-                            dock_id=args.dock_id, enroll_unknown=args.enroll_unknown,
+                            identity_dir=args.identity, enroll_unknown=args.enroll_unknown,
                             policy=signed, baudrate=args.baud)
     except (VaultError, ValueError) as exc:
         print(f"dock-many: {exc}", file=sys.stderr)
@@ -156,45 +164,77 @@ def cmd_dock_many(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    """The enrolment ceremony: trust a recorder's key in the vault. Over the port the recorder
+    must show the key the operator read off it (--expect-fingerprint) and prove it holds it
+    in the handshake; --trust-on-first-use skips the first check, and only says so loudly."""
+    if not (args.public_key or args.expect_fingerprint or args.trust_on_first_use):
+        print("enroll: give --expect-fingerprint HEX (read it off the recorder), or say"
+              " --trust-on-first-use explicitly", file=sys.stderr)
+        return 2
+    identity = load_identity(args.identity, "enroll")
     try:
         with _vault(args.vault, "enroll", create=True) as vault:
-            device_id, public = _enrollee(args, vault)
-            fingerprint = key_id(public).hex()
-            if args.expect_fingerprint and args.expect_fingerprint.lower() != fingerprint:
-                raise CommandError(f"enroll: device {device_id} shows key {fingerprint}, not the"
-                                   f" expected {args.expect_fingerprint}: not enrolled")
-            try:
-                new = vault.enroll(device_id, public, by=args.dock_id, note=args.note)
-            except VaultError as exc:
-                raise CommandError(f"enroll: {exc}") from None
+            if args.public_key:
+                device_id, public, new = _enroll_offline(args, vault, identity.dock_id)
+            else:
+                device_id, public, new = _enroll_over_port(args, vault, identity)
     except CommandError as exc:
         print(exc, file=sys.stderr)
         return 2
+    fingerprint = key_id(public).hex()
+    if args.trust_on_first_use and not args.expect_fingerprint:
+        print(f"enroll: WARNING: {device_id}'s key {fingerprint} was trusted on first use,"
+              " without checking its fingerprint", file=sys.stderr)
     print(json.dumps({"device_id": device_id, "key_fingerprint": fingerprint, "new": new})
           if args.json else
           f"{'enrolled' if new else 'already enrolled'}: {device_id} key {fingerprint}")
     return 0
 
 
-def _enrollee(args: argparse.Namespace, vault: Vault) -> tuple[str, bytes]:
-    """(device id, public key) given offline, or as the recorder on the port shows them."""
-    if args.public_key:
-        try:
-            return args.device_id, bytes.fromhex(args.public_key)
-        except ValueError:
-            raise CommandError("enroll: --public-key must be hex") from None
+def _enroll_offline(args: argparse.Namespace, vault: Vault,
+                    by: str) -> tuple[str, bytes, bool]:
+    """--device-id with --public-key, from a trusted record of the commissioning."""
+    try:
+        public = bytes.fromhex(args.public_key)
+    except ValueError:
+        raise CommandError("enroll: --public-key must be hex") from None
+    expected = (args.expect_fingerprint or "").lower()
+    if expected and expected != key_id(public).hex():
+        raise CommandError(f"enroll: that key's fingerprint is {key_id(public).hex()}, not"
+                           f" the expected {expected}: not enrolled")
+    try:
+        new = vault.enroll(args.device_id, public, by=by, note=args.note)
+    except VaultError as exc:
+        raise CommandError(f"enroll: {exc}") from None
+    return args.device_id, public, new
+
+
+def _enroll_over_port(args: argparse.Namespace, vault: Vault,
+                      identity: DockIdentity) -> tuple[str, bytes, bool]:
     try:
         transport = _open_port(args)
     except TransportError as exc:
         raise CommandError(f"enroll: {exc}") from None
     try:
-        session = DockSession(transport, vault, dock_id=args.dock_id)
-        reply = session.request("hello", proto=1, dock=args.dock_id)
-    except (SessionError, TransportError) as exc:
+        session = DockSession(transport, vault, identity, enroll_unknown=args.trust_on_first_use,
+                              expect_fingerprint=args.expect_fingerprint)
+        ident = session.identify()
+    except (SessionError, TransportError, VaultError) as exc:
         raise CommandError(f"enroll: {exc}") from None
     finally:
         transport.close()
-    return reply["device_id"], reply["public_key"]
+    return ident.device_id, ident.public_key, ident.newly_enrolled
+
+
+def _hand_to_witness(witness: Path, checkpoint: str) -> None:
+    """Put the vault's latest signed checkpoint where a witness keeps it (another disk or
+    machine): a later rollback of the vault is then seen against it."""
+    try:
+        witness.mkdir(parents=True, exist_ok=True)
+        size = checkpoint.splitlines()[1]
+        (witness / f"checkpoint-{int(size):012d}.txt").write_text(checkpoint)
+    except (OSError, IndexError, ValueError) as exc:
+        raise CommandError(f"dock: cannot hand the checkpoint to {witness}: {exc}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -208,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         add_mqtt_auth_options(p, recorder=False)
         p.add_argument("--vault", required=True)
         p.add_argument("--baud", type=int, default=921600)
-        p.add_argument("--dock-id", default="dock")
+        add_identity_option(p)
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
         if name == "dock":
@@ -216,17 +256,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            help="trust a new recorder on first sight (lab use only)")
             p.add_argument("--policy", metavar="POLICY.cose",
                            help="deliver this unit-signed policy (bodycam policy sign)")
+            p.add_argument("--witness", metavar="DIR",
+                           help="also write the vault's signed checkpoint here (another disk)")
         else:
             p.add_argument("--device-id", help="offline enrolment: the device id …")
             p.add_argument("--public-key", help="… and its public key (hex)")
-            p.add_argument("--expect-fingerprint", help="refuse unless the key matches")
+            p.add_argument("--expect-fingerprint", metavar="HEX",
+                           help="the key fingerprint shown on the recorder; refuse any other")
+            p.add_argument("--trust-on-first-use", action="store_true",
+                           help="enrol whatever key the recorder shows (lab use only)")
             p.add_argument("--note", default="")
 
     p = sub.add_parser("dock-many", help="dock several serial ports at once (a many-slot dock)")
     p.add_argument("--port", action="append", required=True, help="serial port; repeat it")
     p.add_argument("--vault", required=True)
     p.add_argument("--baud", type=int, default=921600)
-    p.add_argument("--dock-id", default="dock")
+    add_identity_option(p)
     p.add_argument("--processes", type=int, default=None,
                    help="worker processes (default: one per port)")
     p.add_argument("--enroll-unknown", action="store_true",

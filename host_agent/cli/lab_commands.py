@@ -16,6 +16,7 @@ from host_agent.cli.dock_commands import mqtt_transport
 from host_agent.cli.options import int_in
 from host_agent.cli.output import ProgressBar, emit
 from host_agent.dock import DockSession, SessionError, dock
+from host_agent.keys import KeyFileError, public_key
 from host_agent.transport import TransportError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError
@@ -39,18 +40,17 @@ def add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--main-pct", type=int_in(0, 100))
     p.add_argument("--backup-pct", type=int_in(0, 100))
     p.add_argument("--fault", help="make the self-test report this fault")
-    p.add_argument("--unit-key", type=_unit_key, help="commission with this unit public key (hex)")
+    p.add_argument("--unit-key", type=_unit_key, metavar="UNIT.pub|HEX",
+                   help="commission the recorder to this unit (its public key)")
     p.add_argument("--pre-event-s", type=int_in(-1, 120), default=0,
                    help="pre-event buffer in standby (-1: the policy's)")
 
 
 def _unit_key(text: str) -> str:
     try:
-        if len(bytes.fromhex(text)) == 32:
-            return text.lower()
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError("a unit public key is 64 hex digits (unit.pub)")
+        return public_key(text).hex()
+    except KeyFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig:
@@ -93,6 +93,7 @@ def _demo_phase(rec: SimulatedRecorder, segment_ms: int) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from host_agent.lab.broker import BrokerError, Mosquitto
     from host_agent.lab.simulator import SimulatedRecorder
+    from host_agent.lab.unit import lab_unit
 
     if not _need_micropython("demo"):
         return 2
@@ -105,12 +106,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         try:
             base.mkdir(parents=True, exist_ok=True)
+            unit, identity = lab_unit(base, "demo-dock")
+            config.unit_key = unit.public.hex()  # commissioned to the demo's unit
             vault = stack.enter_context(Vault.open(base / "vault"))
             if args.mqtt:
                 broker = stack.enter_context(Mosquitto(base / "broker"))
                 config.mqtt = f"{broker.host}:{broker.port}"
                 config.device_id = config.device_id or "SIM-DEMO-" + base.name[-6:].upper()
-        except (OSError, VaultError, BrokerError) as exc:
+        except (OSError, VaultError, BrokerError, KeyFileError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 2
         rec = stack.enter_context(SimulatedRecorder(base / "device", config,
@@ -122,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          else SerialTransport(rec.port))
             transport.open()
             stack.callback(transport.close)
-            session = DockSession(transport, vault, dock_id="demo-dock", enroll_unknown=True)
+            session = DockSession(transport, vault, identity, enroll_unknown=True)
             report = dock(session, ProgressBar("offload"))
         except (SessionError, TransportError, VaultError, RuntimeError) as exc:
             print(f"demo failed: {exc}\n--- device log ---\n{rec.log_text()}", file=sys.stderr)
@@ -154,13 +157,22 @@ def cmd_sim(args: argparse.Namespace) -> int:
     try:
         rec.start()
         rec.wait_for("ready for the dock", timeout=60)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError):
         rec.stop()
-        print(f"sim: the recorder did not start: {exc}", file=sys.stderr)
+        print(f"sim: the recorder did not start: {_last_words(rec.log_text())}\n"
+              f"(its log: {rec.log_path})", file=sys.stderr)
         return 1
     how = (f"--mqtt {args.mqtt} --device {config.device_id}" if args.mqtt
            else f"--port {rec.port}")
-    print(f"recorder running; dock it with:\n  bodycam dock {how} --vault VAULT_DIR"
+    from host_agent.lab.unit import device_fingerprint
+
+    fingerprint = device_fingerprint(storage)
+    commissioned = (f"commissioned to unit key {config.unit_key[:16]}…" if config.unit_key else
+                    "NOT commissioned (--unit-key): no dock can offload it")
+    print(f"recorder running, {commissioned}; key fingerprint {fingerprint}\n"
+          f"enrol it, then dock it:\n"
+          f"  bodycam enroll {how} --vault VAULT_DIR --expect-fingerprint"
+          f" {fingerprint}\n  bodycam dock {how} --vault VAULT_DIR"
           f"\ndevice storage {storage}, log {rec.log_path}; Ctrl-C stops it", flush=True)
     stop = False
 
@@ -178,9 +190,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         died = rec.proc is not None and rec.proc.poll() not in (None, 0) and not stop
         rec.stop()
     if died:
-        print(f"sim: the recorder stopped:\n{rec.log_text()[-2000:]}", file=sys.stderr)
+        print(f"sim: the recorder stopped: {_last_words(rec.log_text())}\n"
+              f"(its log: {rec.log_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _last_words(log: str) -> str:
+    """What a recorder said last before it died: the error line of its firmware's report."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    return lines[-1] if lines else "it printed nothing"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

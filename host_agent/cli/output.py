@@ -92,6 +92,10 @@ def format_report(r: DockReport) -> str:
         lines.append(f"  CHAIN BREAK before record {b['seq']}: {b['detail']}")
     for h in off.get("held", []):
         lines.append(f"  LEFT ON THE RECORDER record {h['seq']}: {h['detail']}")
+    foreign = st["health"].get("foreign", [])
+    if foreign:  # a card mounted elsewhere, or leftovers of a cut on FAT: a person looks
+        lines.append("Card          files that are not the recorder's (ignored): "
+                     + ", ".join(str(f) for f in foreign))
     if r.policy:
         lines.append("Policy        " + ", ".join(f"{k} {v}" for k, v in r.policy.items()))
     for p in r.phases:

@@ -1,41 +1,14 @@
-"""`bodycam policy …`: the unit's signing key and its recording policy (Art. 12)."""
+"""`bodycam policy …`: the unit's recording policy (Art. 12), signed with the unit's key."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from host_agent.vault import key_id
 from protocol import policy
-
-
-def cmd_policy_keygen(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    out = Path(args.out)
-    key_path = out / "unit.key"
-    private = Ed25519PrivateKey.generate()
-    seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        print(f"policy keygen: {key_path} exists; not overwriting a unit key", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"policy keygen: cannot write {key_path}: {exc.strerror}", file=sys.stderr)
-        return 2
-    with os.fdopen(fd, "wb") as f:
-        f.write(seed)
-    public = private.public_key().public_bytes_raw().hex()
-    (out / "unit.pub").write_text(public + "\n")
-    print(f"unit key in {key_path} (keep it offline); public key {public}\n"
-          f"commission recorders with it (simulator: bodycam sim --unit-key {public})")
-    return 0
 
 
 def cmd_policy_template(args: argparse.Namespace) -> int:
@@ -70,13 +43,10 @@ def cmd_policy_sign(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("policy", help="the unit's recording policy (Art. 12)")
     psub = p.add_subparsers(dest="policy_command", required=True)
-    k = psub.add_parser("keygen", help="make the unit's policy-signing key")
-    k.add_argument("--out", required=True, help="directory for unit.key and unit.pub")
-    k.set_defaults(func=cmd_policy_keygen)
     t = psub.add_parser("template", help="print the annex as a policy document to refine")
     t.set_defaults(func=cmd_policy_template)
     g = psub.add_parser("sign", help="check and sign a refined policy")
     g.add_argument("policy", help="policy JSON (start from `bodycam policy template`)")
-    g.add_argument("--key", required=True, help="unit.key")
+    g.add_argument("--key", required=True, help="the unit's unit.key (bodycam unit keygen)")
     g.add_argument("--out", required=True, help="signed policy, for `bodycam dock --policy`")
     g.set_defaults(func=cmd_policy_sign)

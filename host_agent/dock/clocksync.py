@@ -50,3 +50,4 @@ class SyncResult:
     bound_after_us: int
     stepped_us: int
     samples: int
+    event: int = 0  # the seq of the recorder's signed clock_stepped event

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from host_agent.dock.session import DockSession, SessionError, dock
+from host_agent.keys import DockIdentity, KeyFileError
 from host_agent.transport import TransportError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError
@@ -59,7 +60,7 @@ class PortResult:
 @dataclass(frozen=True)
 class _Options:
     vault: str
-    dock_id: str
+    identity_dir: str  # each worker loads the dock's key itself: private keys are not pickled
     enroll_unknown: bool
     policy: bytes | None
     baudrate: int
@@ -73,12 +74,12 @@ def _dock_port(port: str, opts: _Options) -> PortResult:
             transport = SerialTransport(port, baudrate=opts.baudrate)
             transport.open()
             try:
-                session = DockSession(transport, vault, dock_id=opts.dock_id,
+                session = DockSession(transport, vault, DockIdentity.load(Path(opts.identity_dir)),
                                       enroll_unknown=opts.enroll_unknown, timeout=opts.timeout)
                 result.report = dock(session, policy_file=opts.policy).to_dict()
             finally:
                 transport.close()
-    except (SessionError, TransportError, VaultError, OSError) as exc:
+    except (SessionError, TransportError, VaultError, KeyFileError, OSError) as exc:
         # Nothing was released that the vault does not hold; the next docking resumes.
         result.error = f"{type(exc).__name__}: {exc}"
         log.error("%s: %s", port, result.error)
@@ -107,8 +108,8 @@ def dock_many(
     ports: Sequence[str],
     vault: str | Path,
     *,
+    identity_dir: str | Path,
     processes: int | None = None,
-    dock_id: str = "dock",
     enroll_unknown: bool = False,
     policy: bytes | None = None,
     baudrate: int = 921600,
@@ -129,7 +130,8 @@ def dock_many(
     Vault.open(root).close()  # create it once here, not racing in the workers
     n = max(1, min(processes or len(ports), len(ports)))
     groups = [ports[i::n] for i in range(n)]
-    opts = _Options(str(root), dock_id, enroll_unknown, policy, baudrate, timeout)
+    opts = _Options(str(root), str(Path(identity_dir).absolute()), enroll_unknown, policy,
+                    baudrate, timeout)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     by_port: dict[str, PortResult] = {}

@@ -46,9 +46,13 @@ def assess(status: dict[str, Any], sync: SyncResult | None, th: Thresholds) -> R
     free_pct = 100 * storage["free"] // max(1, storage["total"])
     if free_pct < th.storage_min_free_pct:
         reasons.append(f"storage {free_pct}% free < {th.storage_min_free_pct}%")
-    faults = status["health"].get("faults", [])
+    health = status["health"]
+    faults = health.get("faults", [])
     if faults:
         reasons.append("self-test faults: " + ", ".join(str(f) for f in faults))
+    if health.get("storage_full"):
+        reasons.append("the card filled up during a phase (a storage_full gap is on record)")
+
     if sync is None:
         reasons.append("clock not synced")
     elif abs(sync.offset_after_us) + sync.bound_after_us > th.clock_max_error_us:

@@ -1,15 +1,22 @@
-"""One docking of one recorder: identify, sync the clock, offload into the vault, check readiness.
+"""One docking of one recorder: identify, prove authority, sync the clock, offload into the
+vault, check readiness.
 
-The session speaks protocol/messages.py over any Transport and moves bytes; what each record
+The dock proves its authority to the recorder with the unit's certificate and a signature over
+fresh nonces, and the recorder proves it holds its enrolled key (protocol/authority.py);
+nothing else is asked before that. The session speaks protocol/messages.py over any Transport
+and moves bytes; what each record
 is (evidence, quarantine, already held) is decided by the vault's ingest step
 (host_agent/vault/ingest.py), which the session asks about every record before and after
-fetching its data. Nothing is released on the device until the vault holds it durably, and the
-release names the exact record hash.
+fetching its data. Nothing is released on the device until the vault holds it durably: the
+release carries a receipt the dock signs (device, seq, record hash, status, the vault's log
+index), logged in the vault before it is sent. At the end the recorder signs a statement of
+its chain head, which the vault logs too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,15 +24,25 @@ from typing import Any
 
 from host_agent.dock import clocksync
 from host_agent.dock.readiness import Readiness, Thresholds, assess
+from host_agent.keys import DockIdentity, verify
 from host_agent.transport import Transport, TransportError
 from host_agent.vault import Incoming, Intake, Outcome, Plan, Vault, key_id, timeline
 from host_agent.vault import ingest as ingest_rules
-from protocol import messages, policy
+from protocol import authority, messages, policy, schema
 
 log = logging.getLogger("bodycam.dock")
 
 READ_WINDOW = 1 << 20  # bytes asked for per read request
 READ_AHEAD = 2  # read requests kept in flight
+_MAX_FAILURES = 6  # rewinds without progress before a download is given up
+_JUNK_BYTES = 4 * READ_WINDOW  # unrequested bytes tolerated since the last good chunk
+_DEADLINE_BASE_S = 60.0  # a download's deadline: this plus its size at the slowest rate
+_DEADLINE_MIN_RATE = 20_000  # bytes/s: slower than a 256 kbit/s UART
+_LIST_MAX = 1_000_000  # records one docking takes from a recorder's listing
+_WARN_FIRST = 20
+_WARN_EVERY = 1000
+_LIST_ITEM = (("seq", schema.INT, 1, schema.U32), ("record", schema.BYTES, 1, 1 << 16),
+              ("stored", schema.INT, 0, 1 << 48))
 
 
 class SessionError(Exception):
@@ -91,19 +108,23 @@ class DockSession:
         self,
         transport: Transport,
         vault: Vault,
+        identity: DockIdentity,
         *,
-        dock_id: str = "dock",
         policy_doc: dict[str, Any] | None = None,
         enroll_unknown: bool = False,
+        expect_fingerprint: str | None = None,
         timeout: float = 5.0,
     ) -> None:
         self.transport = transport
         self.vault = vault
-        self.dock_id = dock_id
+        self.dock = identity
+        self.dock_id = identity.dock_id
         self.policy_doc = policy_doc or policy.annex()  # the unit policy: duty thresholds
-        self.enroll_unknown = enroll_unknown
+        self.enroll_unknown = enroll_unknown  # trust an unknown recorder on first sight (lab)
+        self.expect_fingerprint = expect_fingerprint  # ... or only with this key fingerprint
         self.timeout = timeout
         self._rid = 0
+        self._warnings = 0
         self.identity: Identity | None = None
 
     # -- request/response ---------------------------------------------------------------
@@ -123,7 +144,7 @@ class DockSession:
             try:
                 kind, body = messages.parse_payload(payload)
             except messages.ProtocolError as exc:
-                log.warning("ignored a bad payload from the device: %s", exc)
+                self._peer_warning("ignored a bad payload from the device: %s", exc)
                 continue
             if kind != "msg" or body["rid"] != rid:
                 continue  # a late answer to an earlier request
@@ -133,8 +154,9 @@ class DockSession:
 
     def request(self, mtype: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
         # A lost answer (an MQTT broker restart loses what it held, a noisy line drops a frame)
-        # is asked for again, except clock_adjust: it is relative and never repeated blindly.
-        tries = 1 if mtype in ("clock_adjust", "hello") else 3
+        # is asked for again, except clock_adjust (relative: never repeated blindly) and the
+        # handshake (its nonce is used up by the first try).
+        tries = 1 if mtype in ("clock_adjust", "hello", "auth") else 3
         for attempt in range(tries):
             try:
                 return self._await(self._send(mtype, **fields), timeout)
@@ -146,35 +168,70 @@ class DockSession:
 
     # -- steps ------------------------------------------------------------------------------
     def identify(self, wait: float = 30.0) -> Identity:
-        """Say hello until the device answers (it may still be booting or recording)."""
+        """Say hello until the recorder answers (it may still be booting or recording), then
+        prove the dock's authority and have the recorder prove it holds its enrolled key."""
         deadline = time.monotonic() + wait
         while True:
             try:
                 reply = self.request("hello", timeout=1.0, proto=messages.PROTOCOL_VERSION,
                                      dock=self.dock_id)
+                ident = Identity(reply["device_id"], reply["fw"], reply["public_key"],
+                                 reply["limits"])
+                key = self._trusted_key(ident, reply["unit"])
+                self._authenticate(ident.device_id, reply["nonce"], key)
                 break
+            except DeviceError as exc:
+                if exc.code != messages.E_BUSY or time.monotonic() > deadline:
+                    raise SessionError(f"recorder refused the dock: {exc}") from None
+                time.sleep(0.3)  # the recorder takes one handshake at a time
             except TransportError:
                 if time.monotonic() > deadline:
                     raise SessionError(f"no recorder answered on {self.transport.name}") from None
-        ident = Identity(reply["device_id"], reply["fw"], reply["public_key"], reply["limits"])
+        if self.vault.public_key(ident.device_id) is None:
+            self.vault.enroll(ident.device_id, ident.public_key, by=self.dock_id,
+                              note="enrolled at first docking (key proved in the handshake)")
+            ident.newly_enrolled = True
+        self.identity = ident
+        log.info("identified %s fw %s key %s", ident.device_id, ident.firmware, ident.fingerprint)
+        return ident
+
+    def _trusted_key(self, ident: Identity, unit: bytes) -> bytes:
+        """The key the recorder must prove it holds: its enrolled one (or, with
+        enroll_unknown, the one it shows); SessionError if it may not be docked here."""
+        if unit != authority.key_id(self.dock.unit_public):
+            raise SessionError(
+                f"recorder {ident.device_id} is "
+                + (f"commissioned to another unit (key id {unit.hex()})" if unit else
+                   "not commissioned to a unit: commission it with the unit's public key")
+            )
         enrolled = self.vault.public_key(ident.device_id)
         if enrolled is None:
-            if not self.enroll_unknown:
+            expected = (self.expect_fingerprint or "").lower()
+            if expected and expected != ident.fingerprint:
+                raise SessionError(
+                    f"recorder {ident.device_id} shows key {ident.fingerprint}, not the"
+                    f" expected {expected}: not enrolled")
+            if not (self.enroll_unknown or expected):
                 raise SessionError(
                     f"recorder {ident.device_id} (key {ident.fingerprint}) is not enrolled; "
                     "check the key fingerprint on the device, then run `bodycam enroll`"
                 )
-            self.vault.enroll(ident.device_id, ident.public_key, by=self.dock_id,
-                              note="enrolled at first docking")
-            ident.newly_enrolled = True
-        elif enrolled != ident.public_key:
+            return ident.public_key
+        if enrolled != ident.public_key:
             raise SessionError(
                 f"recorder {ident.device_id} presents key {ident.fingerprint}, "
                 f"not its enrolled key {key_id(enrolled).hex()}: refusing it"
             )
-        self.identity = ident
-        log.info("identified %s fw %s key %s", ident.device_id, ident.firmware, ident.fingerprint)
-        return ident
+        return enrolled
+
+    def _authenticate(self, device_id: str, device_nonce: bytes, device_key: bytes) -> None:
+        nonce = os.urandom(authority.NONCE_SIZE)
+        proof = authority.dock_proof(device_id, device_nonce, nonce, self.dock.cert)
+        reply = self.request("auth", cert=self.dock.cert, nonce=nonce, sig=self.dock.sign(proof))
+        expected = authority.device_proof(device_id, device_nonce, nonce, self.dock.public_key)
+        if not verify(device_key, expected, reply["sig"]):
+            raise SessionError(f"recorder {device_id} did not prove it holds its key"
+                               f" {key_id(device_key).hex()}: a clone? refusing it")
 
     def _measure(self, count: int) -> clocksync.Sample:
         samples = []
@@ -186,11 +243,14 @@ class DockSession:
         return clocksync.best(samples)
 
     def sync_clock(self, burst: int = 16) -> clocksync.SyncResult:
+        """Measure, step the recorder's clock (it signs the step as an event), measure again."""
         before = self._measure(burst)
-        self.request("clock_adjust", delta_us=-before.offset_us, uncertainty_us=before.bound_us)
+        reply = self.request("clock_adjust", delta_us=-before.offset_us,
+                             uncertainty_us=before.bound_us)
         after = self._measure(burst)
         result = clocksync.SyncResult(before.offset_us, before.bound_us, after.offset_us,
-                                      after.bound_us, -before.offset_us, 2 * burst)
+                                      after.bound_us, -before.offset_us, 2 * burst,
+                                      reply["event"])
         log.info("clock offset %d us -> %d us (bound %d us)", before.offset_us,
                  after.offset_us, after.bound_us)
         return result
@@ -207,14 +267,26 @@ class DockSession:
 
     # -- offload ------------------------------------------------------------------------------
     def list_records(self) -> list[dict[str, Any]]:
+        """Every record the recorder holds, in seq order, each item checked (seq, the signed
+        record's bytes, how many data bytes it holds); SessionError for a listing that is
+        malformed, goes backwards or never ends."""
         items: list[dict[str, Any]] = []
         from_seq = 1
         while True:
             reply = self.request("list", from_seq=from_seq, limit=64)
-            items.extend(reply["items"])
+            for item in reply["items"]:
+                bad = schema.violation(item, _LIST_ITEM) if isinstance(item, dict) else ("item",
+                                                                                        "map")
+                if bad is not None:
+                    raise SessionError(f"the recorder's listing is malformed: {bad[0]} {bad[1]}")
+                if item["seq"] < from_seq:
+                    raise SessionError(f"the recorder's listing goes back to record {item['seq']}")
+                from_seq = item["seq"] + 1
+                items.append(item)
+            if len(items) > _LIST_MAX:
+                raise SessionError(f"the recorder lists more than {_LIST_MAX} records")
             if not reply["more"] or not reply["items"]:
                 return items
-            from_seq = reply["items"][-1]["seq"] + 1
 
     def offload(self, progress: Progress | None = None) -> Offload:
         """Offer every record on the device, in chain order, to the vault's ingest step; fetch
@@ -243,7 +315,7 @@ class DockSession:
                 result.note(outcome, is_segment)
                 self._log_outcome(outcome)
                 if outcome.release:
-                    self._release(seq, outcome.receipt, result)
+                    self._release(outcome, result)
         finally:
             result.seconds = time.monotonic() - t0
             result.finished = time.time()
@@ -273,26 +345,94 @@ class DockSession:
             log.info("record %d %s%s", o.seq, o.status,
                      f" after a chain break: {o.chain_break}" if o.chain_break else "")
 
-    def _release(self, seq: int, receipt: bytes, result: Offload) -> None:
+    def _release(self, outcome: Outcome, result: Offload) -> None:
+        """Tell the recorder it may free a record, with a receipt the dock signs and the vault
+        logs first: the vault can prove every free, the recorder keeps the receipt."""
+        ident = self.identity
+        assert ident is not None
+        seq = outcome.seq
+        in_chain = self.vault.stored_record_hash(ident.device_id, seq) == outcome.receipt
+        status = authority.STATUS_STORED if in_chain else authority.STATUS_QUARANTINED
+        signed = authority.sign_statement(
+            authority.receipt(ident.device_id, seq, outcome.receipt, status, outcome.log_index,
+                              self.dock_id), authority.key_id(self.dock.public_key),
+            self.dock.sign)
+        self.vault.record_fact("receipt", {"device_id": ident.device_id, "seq": seq,
+                                           "statement": signed})
         try:
-            self.request("release", seq=seq, manifest_sha256=receipt)
+            self.request("release", seq=seq, manifest_sha256=outcome.receipt, receipt=signed)
         except DeviceError as exc:
             if exc.code != messages.E_UNKNOWN_RECORD:
                 raise
             # Asked again after a lost "released": the device had already freed it.
         result.released.append(seq)
 
+    def head_statement(self) -> dict[str, Any]:
+        """The recorder signs its chain head (last seq and record hash) over a fresh nonce; the
+        vault logs the statement. Says whether it fits what the vault holds."""
+        ident = self.identity
+        assert ident is not None
+        nonce = os.urandom(authority.NONCE_SIZE)
+        statement = self.request("head", nonce=nonce)["statement"]
+        try:
+            doc = authority.open_statement(statement, ident.public_key, verify,
+                                           authority.TYPE_HEAD)
+        except authority.AuthorityError as exc:
+            raise SessionError(f"recorder {ident.device_id}: head statement: {exc}") from None
+        if (doc.get("device"), doc.get("nonce"), doc.get("dock")) != (
+                ident.device_id, nonce, self.dock_id):
+            raise SessionError(f"recorder {ident.device_id}: the head statement is not for"
+                               " this session")
+        self.vault.record_fact("head", {"device_id": ident.device_id, "seq": doc["seq"],
+                                        "record": doc["record"], "statement": statement})
+        held = self.vault.stored_record_hash(ident.device_id, doc["seq"])
+        last, _ = self.vault.head(ident.device_id)
+        if doc["seq"] < last:
+            detail = (f"the recorder's chain ends at record {doc['seq']}, before record {last}"
+                      " the vault holds: restored from an old copy?")
+        elif held is not None and held != doc["record"]:
+            detail = f"the recorder's record {doc['seq']} is not the one the vault holds: a fork"
+        else:
+            detail = ""
+        return {"seq": doc["seq"], "record": doc["record"].hex(), "consistent": not detail,
+                "detail": detail}
+
     def _download(self, seq: int, size: int, incoming: Incoming, result: Offload,
                   progress: Callable[[int], None]) -> None:
-        """Stream [0, size) of a segment into `incoming`, resuming from the last good byte."""
-        window = min(READ_WINDOW, int(self._limits().get("max_read", READ_WINDOW)))
+        """Stream [0, size) of a segment into `incoming`, resuming from the last good byte.
+
+        Takes at most `size` bytes. A recorder that has fewer ends the download short (the
+        ingest step then judges what came). A peer that stalls, answers with chunks nobody
+        asked for (repeated, out of the window, of another record) or never finishes runs
+        out of patience, never the dock out of time or disk: SessionError after
+        _MAX_FAILURES rewinds without progress, after _JUNK_BYTES of unrequested data since
+        the last good chunk, or past a deadline that grows with the size.
+        """
+        window = min(READ_WINDOW, max(1, int(self._limits().get("max_read", READ_WINDOW))))
+        deadline = time.monotonic() + _DEADLINE_BASE_S + size / _DEADLINE_MIN_RATE
         offset = 0
         asked = 0  # end of the byte range requested so far
         inflight = 0
-        failures = 0
+        failures = 0  # rewinds since the last good chunk
+        junk = 0  # bytes received since the last good chunk that were not the next ones
         rewound_at = -1
         last_read = 0
+
+        def rewind(why: str) -> None:
+            nonlocal asked, inflight, failures, rewound_at
+            failures += 1
+            if failures > _MAX_FAILURES:
+                raise SessionError(f"segment {seq}: {why} {failures} times; giving up at byte"
+                                   f" {offset} of {size}")
+            self._peer_warning("segment %d: %s at %d, asking again", seq, why, offset)
+            result.resumed_reads += 1
+            rewound_at = offset
+            asked, inflight = offset, 0  # ZMODEM-style: rewind to the last good byte
+
         while offset < size:
+            if time.monotonic() > deadline:
+                raise SessionError(f"segment {seq}: not received within its deadline"
+                                   f" ({offset} of {size} bytes)")
             while inflight < READ_AHEAD and asked < size:
                 length = min(window, size - asked)
                 last_read = self._send("read", seq=seq, offset=asked, length=length)
@@ -300,49 +440,49 @@ class DockSession:
                 inflight += 1
             payload = self.transport.receive(self.timeout)
             if payload is None:
-                failures += 1
-                if failures > 5:
-                    raise SessionError(f"segment {seq}: no data after {failures} tries")
-                log.warning("segment %d: stalled at %d, asking again", seq, offset)
-                result.resumed_reads += 1
-                asked, inflight = offset, 0  # ZMODEM-style: rewind to the last good byte
+                rewind("stalled")
                 continue
             try:
                 kind, body = messages.parse_payload(payload)
             except messages.ProtocolError as exc:
-                log.warning("ignored a bad payload: %s", exc)
-                continue
-            if kind == "data":
-                chunk_seq, chunk_off, chunk = body
-                if chunk_seq == seq and chunk_off == offset:
-                    incoming.write(chunk)
-                    offset += len(chunk)
-                    result.bytes += len(chunk)
-                    failures = 0
-                    progress(offset)
-                elif chunk_seq == seq and chunk_off > offset and rewound_at != offset:
-                    # A chunk was lost on the line: ask again from the gap at once.
-                    log.warning("segment %d: gap at %d, asking again", seq, offset)
-                    result.resumed_reads += 1
-                    rewound_at = offset
-                    asked, inflight = offset, 0
-                continue
-            if body["t"] == "read_done" and body["seq"] == seq:
-                inflight = max(0, inflight - 1)
-                if body["length"] == 0 and body["offset"] <= offset < size:
-                    raise SessionError(f"segment {seq}: device has {offset} of {size} bytes")
-                if body["rid"] == last_read and offset < body["offset"] + body["length"]:
-                    # The last read is done but bytes before its end never arrived: a chunk
-                    # was lost after a rewind. Ask again now rather than wait for a timeout.
-                    failures += 1
-                    if failures > 5:
-                        raise SessionError(f"segment {seq}: data lost {failures} times")
-                    log.warning("segment %d: reads done short at %d, asking again", seq, offset)
-                    result.resumed_reads += 1
-                    rewound_at = offset
-                    asked, inflight = offset, 0
-            elif body["t"] == "error":
-                raise DeviceError(body["code"], body["detail"])
+                junk += len(payload)
+                self._peer_warning("ignored a bad payload: %s", exc)
+            else:
+                if kind == "data":
+                    chunk_seq, chunk_off, chunk = body
+                    if chunk_seq == seq and chunk_off == offset and chunk:
+                        take = chunk[:size - offset]
+                        incoming.write(take)
+                        offset += len(take)
+                        result.bytes += len(take)
+                        failures = junk = 0
+                        progress(offset)
+                        continue
+                    junk += len(payload)
+                    if chunk_seq == seq and offset < chunk_off < size and rewound_at != offset:
+                        rewind("gap")  # a chunk was lost on the line: ask again at once
+                elif body["t"] == "read_done" and body["seq"] == seq:
+                    inflight = max(0, inflight - 1)
+                    if body["length"] == 0 and body["offset"] <= offset:
+                        return  # the recorder has no more: `offset` bytes is all there is
+                    if body["rid"] == last_read and offset < body["offset"] + body["length"]:
+                        # The last read is done but bytes before its end never arrived: a
+                        # chunk was lost after a rewind. Ask again now, not after a timeout.
+                        rewind("reads done short")
+                elif body["t"] == "error":
+                    raise DeviceError(body["code"], body["detail"])
+                else:
+                    junk += len(payload)
+            if junk > _JUNK_BYTES:
+                raise SessionError(f"segment {seq}: the recorder keeps sending what was not"
+                                   f" asked for ({junk} bytes since byte {offset})")
+
+    def _peer_warning(self, fmt: str, *args: Any) -> None:
+        """A warning about what the recorder sent: all of the first few per docking, then
+        one in a thousand (a bad peer must not fill the dock's disk with logs)."""
+        self._warnings += 1
+        if self._warnings <= _WARN_FIRST or self._warnings % _WARN_EVERY == 0:
+            log.warning(fmt + " (warning %d of this docking)", *args, self._warnings)
 
     def _limits(self) -> dict[str, Any]:
         return self.identity.limits if self.identity else {}
@@ -360,7 +500,10 @@ class DockReport:
     vault: str
     policy: dict[str, Any] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
+    head: dict[str, Any] = field(default_factory=dict)  # the recorder's signed chain head
+    dock: str = ""
     docking_id: int = 0
+    checkpoint: str = ""  # the vault's signed checkpoint after this docking (C2SP note)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -384,7 +527,11 @@ def dock(
         except DeviceError as exc:
             policy_result = {"rejected": str(exc)}
     off = session.offload(progress)
+    head = session.head_statement()
     ready = session.check_readiness(sync)
+    if not head["consistent"]:
+        ready.ready = False
+        ready.reasons.append(head["detail"])
     report = DockReport(
         device_id=ident.device_id,
         firmware=ident.firmware,
@@ -408,6 +555,8 @@ def dock(
         readiness={"ready": ready.ready, "reasons": ready.reasons, "status": ready.status},
         vault=str(session.vault.root),
         policy=policy_result,
+        head=head,
+        dock=session.dock_id,
         phases=[
             p.to_dict()
             for p in timeline.device_timeline(session.vault, ident.device_id)
@@ -415,4 +564,5 @@ def dock(
         ],
     )
     report.docking_id = session.vault.log_docking(report.to_dict())
+    report.checkpoint = session.vault.checkpoint(session.dock).decode()
     return report

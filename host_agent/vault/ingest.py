@@ -9,7 +9,8 @@ with it:
     with vault.incoming() as incoming:             # if plan.fetch: download plan.fetch bytes
         outcome = intake.conclude(plan, incoming)  # stored or quarantined, durably
     if outcome.status == REREAD: download again and conclude again
-    if outcome.release: the recorder may free it; outcome.receipt is the record's hash
+    if outcome.release: the recorder may free it; outcome.receipt is the record's hash and
+        outcome.log_index the vault's log entry that holds it (for the dock's signed receipt)
 
 `offer(seq, record, data)` does all of that for data already in memory.
 
@@ -85,6 +86,7 @@ class Plan:
     chain_break: str | None = None
     first_read: tuple[bytes, int] | None = None  # (sha256, size) of a read that did not match
     note: str = ""
+    log_index: int = -1  # HAVE/HELD: the log entry of the record (or quarantine) already held
 
 
 @dataclass
@@ -100,13 +102,20 @@ class Outcome:
     chain_break: str | None = None
     data_quarantined: bool = False
     path: str = ""  # the quarantine directory, if any
+    # The vault's log entry holding the record: its records entry when stored (also "had"),
+    # else the quarantine entry holding it; -1 when the vault holds nothing of it (reread, or
+    # two reads that differed). Always >= 0 when `release` is True.
+    log_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"seq": self.seq, "status": self.status, "code": self.code, "detail": self.detail}
+        d: dict[str, Any] = {"seq": self.seq, "status": self.status, "code": self.code,
+                             "detail": self.detail}
         if self.chain_break:
             d["chain_break"] = self.chain_break
         if self.path:
             d["path"] = self.path
+        if self.log_index >= 0:
+            d["log_index"] = self.log_index
         return d
 
 
@@ -137,10 +146,14 @@ class Intake:
         if earlier is not None:
             plan.action = HAVE if earlier["complete"] else HELD
             plan.note = f"quarantined before ({earlier['code']}, {earlier['path']})"
+            stored = vault.stored_record_hash(device_id, plan.seq) == plan.record_hash
+            plan.log_index = self._logged(  # the record's own entry if only its data was kept
+                f"records/{device_id}/{plan.seq}" if stored else f"quarantine/{earlier['id']}")
             return plan
         held = vault.stored_record_hash(device_id, plan.seq)
         if held == plan.record_hash:
             plan.action = HAVE
+            plan.log_index = self._logged(f"records/{device_id}/{plan.seq}")
             return plan
         plan.action, plan.fields, plan.problem, plan.chain_break = TAKE, None, None, None
         try:
@@ -173,6 +186,12 @@ class Intake:
             plan.fetch = min(plan.stored, self.suspect_data_max)  # stray data, to quarantine
         return plan
 
+    def _logged(self, ref: str) -> int:
+        index = self.vault.log_index(ref)
+        if index is None:
+            raise VaultError(f"{ref} has no log entry; run bodycam vault verify")
+        return index
+
     def _suspect(self, plan: Plan, problem: EvidenceError) -> Plan:
         plan.problem = problem
         plan.fetch = min(plan.stored, self.suspect_data_max)
@@ -189,13 +208,18 @@ class Intake:
     def conclude(self, plan: Plan, incoming: Incoming | None) -> Outcome:
         """Store or quarantine the record (and `incoming`, the plan.fetch bytes received)."""
         if plan.action == HAVE:
-            return Outcome(plan.seq, HAD, plan.record_hash, True, detail=plan.note)
+            return Outcome(plan.seq, HAD, plan.record_hash, True, detail=plan.note,
+                           log_index=plan.log_index)
         if plan.action == HELD:
-            return Outcome(plan.seq, KEPT_ON_DEVICE, plan.record_hash, False, detail=plan.note)
+            return Outcome(plan.seq, KEPT_ON_DEVICE, plan.record_hash, False, detail=plan.note,
+                           log_index=plan.log_index)
         if incoming is not None:
             incoming.seal()  # durable before the write lock is taken
         fields = plan.fields
         if fields is not None and fields["kind"] == manifest.KIND_SEGMENT and plan.problem is None:
+            if incoming is None and fields["size"] == 0:  # an empty segment: empty data
+                with self.vault.incoming() as empty:
+                    return self.conclude(plan, empty)
             if incoming is None:  # the recorder holds no data for this signed segment
                 return self._store(plan, None, quarantine=(None, EvidenceError(
                     evidence.SIZE_MISMATCH, f"segment {plan.seq}: the recorder holds no data,"
@@ -222,12 +246,13 @@ class Intake:
         assert plan.problem is not None
         with self.vault.transaction():
             self._recheck(plan)
-            path = self.vault._quarantine(
+            path, index = self.vault._quarantine(
                 device_id=self.device_id, seq=plan.seq, record=plan.record, incoming=incoming,
                 code=plan.problem.code, detail=plan.problem.detail,
                 complete=self._complete(plan, incoming))
         return Outcome(plan.seq, QUARANTINED, plan.record_hash, self._complete(plan, incoming),
-                       plan.problem.code, plan.problem.detail, path=self._rel(path))
+                       plan.problem.code, plan.problem.detail, path=self._rel(path),
+                       log_index=index)
 
     def _store(self, plan: Plan, incoming: Incoming | None,
                quarantine: tuple[Incoming | None, EvidenceError] | None) -> Outcome:
@@ -244,16 +269,18 @@ class Intake:
             self._recheck(plan)
             if quarantine is not None:
                 q_in, problem = quarantine
-                path = self._rel(vault._quarantine(
+                qdir, _ = vault._quarantine(
                     device_id=self.device_id, seq=plan.seq, record=plan.record, incoming=q_in,
                     code=problem.code, detail=problem.detail,
-                    complete=self._complete(plan, q_in)))
-            receipt = vault._store_record(plan.record, plan.fields, incoming,
-                                          data_state=data_state, chain_break=plan.chain_break)
+                    complete=self._complete(plan, q_in))
+                path = self._rel(qdir)
+            receipt, index = vault._store_record(plan.record, plan.fields, incoming,
+                                                 data_state=data_state,
+                                                 chain_break=plan.chain_break)
         release = quarantine is None or self._complete(plan, quarantine[0])
         out = Outcome(plan.seq, STORED, receipt, release, detail=plan.note,
                       chain_break=plan.chain_break, data_quarantined=quarantine is not None,
-                      path=path)
+                      path=path, log_index=index)
         if quarantine is not None:
             out.code, out.detail = quarantine[1].code, quarantine[1].detail
         return out

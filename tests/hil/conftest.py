@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from host_agent.dock.session import DockSession
+from host_agent.keys import DockIdentity, UnitKey
 from host_agent.lab.nullmodem import Impairment
 from host_agent.lab.simulator import SimConfig, SimulatedRecorder
+from host_agent.lab.unit import lab_unit
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault
 
@@ -54,6 +56,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def lab(tmp_path: Path) -> tuple[UnitKey, DockIdentity]:
+    """The test's unit (recorders are commissioned to it) and a dock it certified."""
+    return lab_unit(tmp_path / "pki", "test-dock")
+
+
 def real_board() -> str | None:
     """The --device-port given, or None when the tests run on the simulator."""
     return _board["port"]
@@ -83,10 +90,13 @@ def docked(
     """A simulated recorder on a null modem, opened by a dock session through pyserial.
 
     `config` takes SimConfig fields; `up`/`down` impair the line device → host / host →
-    device. With --device-port the recorder is the real board, and asking for any of those
-    skips the test (a board records what it records).
+    device. The recorder is commissioned to the test's unit (`lab`) unless `unit_key` says
+    otherwise, and the session docks with the dock that unit certified. With --device-port
+    the recorder is the real board, and asking for any of those skips the test (a board
+    records what it records).
     """
     own_vault = vault is None
+    unit, identity = lab(tmp_path)
     port = real_board()
     if port:
         asked = sorted(config) + [k for k, v in (("up", up), ("down", down)) if v]
@@ -97,13 +107,13 @@ def docked(
         transport = SerialTransport(port, baudrate=_board["baud"])
         transport.open()
         try:
-            yield board, DockSession(transport, v, dock_id="test-dock", enroll_unknown=enroll)
+            yield board, DockSession(transport, v, identity, enroll_unknown=enroll)
         finally:
             transport.close()
             if own_vault:
                 v.close()
         return
-    cfg = SimConfig(**{**FAST, **config})  # type: ignore[arg-type]
+    cfg = SimConfig(**{**FAST, "unit_key": unit.public.hex(), **config})  # type: ignore[arg-type]
     v = vault or Vault.open(tmp_path / "vault")
     rec = SimulatedRecorder(tmp_path / name, cfg, tmp_path / f"{name}.log").start()
     if up or down:
@@ -112,7 +122,7 @@ def docked(
     transport = SerialTransport(rec.port)
     transport.open()
     try:
-        yield rec, DockSession(transport, v, dock_id="test-dock", enroll_unknown=enroll)
+        yield rec, DockSession(transport, v, identity, enroll_unknown=enroll)
     except BaseException:
         print(rec.log_text())
         raise

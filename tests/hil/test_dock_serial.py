@@ -21,7 +21,8 @@ def test_docking_offloads_verifies_and_frees_the_device(tmp_path: Path) -> None:
         report = dock(session)
         left_on_device = device_records(rec)
     off = report.offload
-    assert off["stored"] == [1, 2, 3] and off["released"] == [1, 2, 3]
+    # Three segments, then the clock step the dock made, which the recorder signs as an event.
+    assert off["stored"] == [1, 2, 3, 4] and off["released"] == [1, 2, 3, 4]
     assert off["quarantined"] == []
     assert off["bytes"] > 3 * 150_000
     assert left_on_device == []  # released only after the vault held them
@@ -35,7 +36,8 @@ def test_docking_offloads_verifies_and_frees_the_device(tmp_path: Path) -> None:
         device_id = report.device_id
         public = vault.public_key(device_id)
         assert public is not None
-        assert [r["seq"] for r in vault.records(device_id)] == [1, 2, 3]
+        assert [r["seq"] for r in vault.records(device_id)] == [1, 2, 3, 4]
+        assert [r["kind"] for r in vault.records(device_id)][-1] == "event"
         assert vault.dockings(device_id)[0]["report"]["device_id"] == device_id
 
 
@@ -46,7 +48,7 @@ def test_every_stored_manifest_verifies_with_an_independent_cose_verifier(tmp_pa
         public = vault.public_key(report.device_id)
     assert public is not None
     cose_files = sorted((tmp_path / "vault" / "manifests" / report.device_id).glob("*.cose"))
-    assert len(cose_files) == 2
+    assert len(cose_files) == 3  # the segments, then the signed clock step
     prev = bytes(32)
     import hashlib
 
@@ -57,7 +59,11 @@ def test_every_stored_manifest_verifies_with_an_independent_cose_verifier(tmp_pa
         Ed25519PublicKey.from_public_bytes(public).verify(
             signature, cbor2.dumps(["Signature1", protected, b"", payload]))
         fields = cbor2.loads(payload)
-        assert fields["prev"] == prev and fields["tracks"] == ["audio", "video"]
+        assert fields["prev"] == prev
+        if fields["kind"] == "segment":
+            assert fields["tracks"] == ["audio", "video"]  # Art. 2: both tracks, together
+        else:
+            assert fields["event"] == "clock_stepped" and fields["detail"]["dock"] == "test-dock"
         prev = hashlib.sha256(raw).digest()
 
 
@@ -125,8 +131,8 @@ def test_redocking_offloads_only_what_is_new(tmp_path: Path) -> None:
         first = dock(session)
     with docked(tmp_path, vault=vault, segments=2) as (rec, session):  # same storage: same key
         second = dock(session)
-    assert first.offload["stored"] == [1]
-    assert second.offload["stored"] == [2, 3]
+    assert first.offload["stored"] == [1, 2]  # the segments, then the signed clock step
+    assert second.offload["stored"] == [3, 4, 5]
     assert vault.verify() == []
     vault.close()
 
@@ -167,5 +173,25 @@ def test_the_mpy_firmware_docks_within_a_384k_heap(tmp_path: Path) -> None:
     # On the unix port the heap also holds ~140 KB of bytecode that a board keeps in flash.
     with docked(tmp_path, heapsize="384k", segments=2) as (rec, session):
         report = dock(session)
-    assert report.offload["stored"] == [1, 2]
+    assert report.offload["stored"] == [1, 2, 3]  # the segments, then the signed clock step
     assert "MemoryError" not in rec.log_text()
+
+
+def test_dock_exits_non_zero_when_the_recorder_rejects_the_policy(tmp_path: Path) -> None:
+    """`bodycam dock --policy` with a policy another unit signed: the recorder refuses it and
+    the command says so, exit 1 (the docking itself is done and recorded)."""
+    from host_agent.keys import UnitKey
+    from protocol import policy
+
+    stranger = UnitKey.create(tmp_path / "another-unit")
+    doc = policy.annex()
+    doc["version"] = 2
+    (tmp_path / "p.cose").write_bytes(policy.sign(doc, stranger.kid, stranger.sign))
+    with docked(tmp_path, segments=1) as (rec, session):
+        rec.wait_for("ready for the dock")
+        done = bodycam("dock", "--identity", str(tmp_path / "pki" / "test-dock"), "--port",
+                       rec.port, "--vault", str(tmp_path / "vault"), "--enroll-unknown",
+                       "--policy", str(tmp_path / "p.cose"))
+    assert done.returncode == 1, done.stderr
+    assert "rejected the policy" in done.stderr and "does not verify" in done.stderr
+    assert "Traceback" not in done.stderr

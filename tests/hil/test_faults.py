@@ -30,8 +30,10 @@ from typing import Any
 import pytest
 
 from host_agent.dock.session import DockSession, SessionError, dock
+from host_agent.keys import DockIdentity, UnitKey
 from host_agent.lab.nullmodem import Impairment
 from host_agent.lab.simulator import SimConfig, SimulatedRecorder
+from host_agent.lab.unit import lab_unit
 from host_agent.transport import TransportError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault, VaultError
@@ -66,6 +68,11 @@ class Lineage:
     @property
     def vault_dir(self) -> Path:
         return self.base / "vault"
+
+    @property
+    def authority(self) -> tuple[UnitKey, DockIdentity]:
+        """The unit the recorder is commissioned to, and the dock it certified."""
+        return lab_unit(self.base / "pki", "fault-dock")
 
 
 def device_snapshot(storage: Path) -> dict[int, bytes]:
@@ -141,7 +148,7 @@ def wait_ready(rec: SimulatedRecorder, log_from: int = 0, timeout: float = 30.0)
 @contextlib.contextmanager
 def recorder(life: Lineage, **config: Any) -> Iterator[SimulatedRecorder]:
     """Boot the lineage's recorder, record what `config` asks, note what it made."""
-    cfg = SimConfig(**{**SEGMENT, **config})
+    cfg = SimConfig(**{**SEGMENT, "unit_key": life.authority[0].public.hex(), **config})
     log_path = life.base / "device.log"
     log_from = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
     rec = SimulatedRecorder(life.storage, cfg, log_path).start()
@@ -161,7 +168,7 @@ def redock(life: Lineage, rec: SimulatedRecorder, timeout: float = 5.0) -> dict[
     transport.open()
     try:
         with Vault.open(life.vault_dir) as vault:
-            session = DockSession(transport, vault, dock_id="fault-dock", enroll_unknown=True,
+            session = DockSession(transport, vault, life.authority[1], enroll_unknown=True,
                                   timeout=timeout)
             return dock(session).to_dict()
     finally:
@@ -176,7 +183,8 @@ def trial_agent_kill(life: Lineage, rng: random.Random) -> dict[str, Any]:
         rec.modem.impair(up=SLOW_LINE)
         before = len(vault_snapshot(life.vault_dir, life.device_id))
         cmd = [sys.executable, "-m", "host_agent.cli", "dock", "--port", rec.port, "--vault",
-               str(life.vault_dir), "--enroll-unknown", "--dock-id", "killed-dock"]
+               str(life.vault_dir), "--enroll-unknown", "--identity",
+               str(life.base / "pki" / "fault-dock")]
         agent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         # The agent takes ~0.4 s to start and ~0.6 s to offload on this line.
@@ -208,7 +216,7 @@ def trial_device_kill(life: Lineage, rng: random.Random) -> dict[str, Any]:
         timer = threading.Timer(delay, rec.kill)
         try:
             with Vault.open(life.vault_dir) as vault:
-                session = DockSession(transport, vault, dock_id="fault-dock",
+                session = DockSession(transport, vault, life.authority[1],
                                       enroll_unknown=True, timeout=0.3)
                 session.identify()
                 session.sync_clock()
@@ -239,7 +247,7 @@ def trial_clock_jump(life: Lineage, rng: random.Random) -> dict[str, Any]:
         transport.open()
         try:
             with Vault.open(life.vault_dir) as vault:
-                session = DockSession(transport, vault, dock_id="jump-dock", enroll_unknown=True)
+                session = DockSession(transport, vault, life.authority[1], enroll_unknown=True)
                 session.identify()
                 jump = rng.choice([-1, 1]) * rng.randrange(1, 3600) * 1_000_000
                 session.request("clock_adjust", delta_us=jump, uncertainty_us=0)

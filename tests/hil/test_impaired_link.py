@@ -81,7 +81,8 @@ def test_offload_over_a_921600_baud_uart(tmp_path: Path) -> None:
                 segments=1, segment_ms=100, bitrate=4_000_000) as (rec, session):
         report = dock(session)
         assert device_records(rec) == []
-    assert report.offload["stored"] == [1] and report.offload["quarantined"] == []
+    assert report.offload["stored"] == [1, 2] and report.offload["quarantined"] == []
+    # (the segment, then the signed clock step)
 
 
 @pytest.mark.parametrize("imp", [
@@ -98,7 +99,9 @@ def test_damaged_device_to_host_line_loses_nothing(tmp_path: Path, imp: Impairme
         damaged = rec.modem.up.flipped + rec.modem.up.dropped
         assert device_records(rec) == []
     off = report.offload
-    assert off["stored"] == [1, 2] and off["released"] == [1, 2] and off["quarantined"] == []
+    # the segments, then the signed clock step
+    assert off["stored"] == [1, 2, 3] and off["released"] == [1, 2, 3]
+    assert off["quarantined"] == []
     assert damaged > 0 and off["resumed_reads"] > 0  # the damage happened and was repaired
     with Vault.open(tmp_path / "vault", create=False) as vault:
         assert vault.verify() == []
@@ -120,7 +123,8 @@ def test_damaged_host_to_device_line_loses_nothing(tmp_path: Path) -> None:
         assert rec.modem.down.flipped + rec.modem.down.dropped > 0
     with Vault.open(tmp_path / "vault", create=False) as vault:
         assert vault.verify() == []
-        assert [r["seq"] for r in vault.records(report.device_id)] == [1, 2]
+        seqs = [r["seq"] for r in vault.records(report.device_id)]
+        assert seqs[:2] == [1, 2] and seqs == list(range(1, len(seqs) + 1))  # + clock steps
 
 
 def test_clock_sync_bound_holds_on_a_slow_asymmetric_line(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.transport import Disconnected
 from host_agent.transport.mqtt import MqttTransport
 from host_agent.vault import Vault
-from tests.hil.conftest import device_records
+from tests.hil.conftest import device_records, lab
 
 try:
     mosquitto_binary()
@@ -48,13 +48,15 @@ BIG = dict(segments=3, segment_ms=500, bitrate=64_000_000)
 def docked_mqtt(tmp_path: Path, broker_at: str, device_id: str, broker: Mosquitto,
                 **config: Any) -> Iterator[tuple[SimulatedRecorder, DockSession, MqttTransport]]:
     """A recorder docking over MQTT via `broker_at` (the broker, or a proxy in front of it)."""
-    cfg = SimConfig(**{**FAST, **config, "mqtt": broker_at, "device_id": device_id})
+    unit, identity = lab(tmp_path)
+    cfg = SimConfig(**{**FAST, "unit_key": unit.public.hex(), **config, "mqtt": broker_at,
+                       "device_id": device_id})
     vault = Vault.open(tmp_path / "vault")
     rec = SimulatedRecorder(tmp_path / "rec", cfg, tmp_path / "rec.log").start()
     transport = MqttTransport(broker.host, broker.port, device_id)
     try:
         transport.open()
-        yield rec, DockSession(transport, vault, dock_id="test-dock", enroll_unknown=True,
+        yield rec, DockSession(transport, vault, identity, enroll_unknown=True,
                                timeout=3.0), transport
     except BaseException:
         print("--- device log ---\n" + rec.log_text())
@@ -66,14 +68,18 @@ def docked_mqtt(tmp_path: Path, broker_at: str, device_id: str, broker: Mosquitt
         vault.close()
 
 
-def check_vault_exactly(tmp_path: Path, report: DockReport, seqs: list[int]) -> None:
+def check_vault_exactly(tmp_path: Path, report: DockReport, segments: list[int]) -> None:
+    """The docking stored and released exactly these segments and, after them, the recorder's
+    signed event of the dock's clock step; each once."""
+    seqs = segments + [segments[-1] + 1]
     assert report.offload["stored"] == seqs and report.offload["released"] == seqs
     assert report.offload["quarantined"] == []
+    assert report.clock["event"] == seqs[-1]
     with Vault.open(tmp_path / "vault", create=False) as vault:
         assert vault.verify() == []
         assert [r["seq"] for r in vault.records(report.device_id)] == seqs
     objects = [p for p in (tmp_path / "vault" / "objects").rglob("*") if p.is_file()]
-    assert len(objects) == len(seqs)
+    assert len(objects) == len(segments)
     # Every byte taken once: what the session accepted is exactly what the vault holds.
     assert report.offload["bytes"] == sum(p.stat().st_size for p in objects)
 

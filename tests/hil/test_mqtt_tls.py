@@ -32,7 +32,7 @@ from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.transport import Disconnected
 from host_agent.transport.mqtt import MqttTransport, tls_context
 from host_agent.vault import Vault
-from tests.hil.conftest import device_records
+from tests.hil.conftest import device_records, lab
 from tests.hil.pki import TestCA
 from tests.hil.test_mqtt import BIG, FAST, check_vault_exactly, collect, paho_client, subscribe
 
@@ -70,12 +70,14 @@ def dock_over(pki: TestCA, broker: Mosquitto, device_id: str, **kw: Any) -> Mqtt
 
 def run_dock(tmp_path: Path, name: str, cfg: SimConfig,
              transport: MqttTransport) -> tuple[Any, list[Any], str]:
+    unit, identity = lab(tmp_path / name)
+    cfg.unit_key = unit.public.hex()
     vault = Vault.open(tmp_path / name / "vault")
     rec = SimulatedRecorder(tmp_path / name / "rec", cfg, tmp_path / name / "rec.log").start()
     try:
         transport.open()
         try:
-            report = dock(DockSession(transport, vault, dock_id="test-dock", enroll_unknown=True,
+            report = dock(DockSession(transport, vault, identity, enroll_unknown=True,
                                       timeout=3.0))
             left = device_records(rec)
         finally:
@@ -243,3 +245,37 @@ def test_a_device_certificate_confines_it_to_its_own_topics(tmp_path: Path, pki:
     # broker delivered it none of B's requests and dropped its "online" and any answer on B's
     # topics (mosquitto 2.0 grants such a subscription and then delivers nothing on it).
     assert "over TLS" in imp_log, imp_log
+
+
+# -- 5. one recorder cannot knock another off the broker -----------------------------------------
+def test_a_recorder_cannot_take_over_another_recorders_session(tmp_path: Path,
+                                                               pki: TestCA) -> None:
+    """CAM-A connects with CAM-B's client id. Under the shipped configuration the broker names
+    every client after its certificate, so CAM-B stays connected; a listener without
+    `use_username_as_clientid` lets CAM-A knock CAM-B off (the control)."""
+    for cn in ("CAM-A", "CAM-B"):
+        pki.client(cn)
+
+    def ctx(cn: str) -> ssl.SSLContext:
+        return tls_context(pki.ca_file, pki.dir / f"{cn}.crt", pki.dir / f"{cn}.key")
+
+    def drops_of_b(broker: Mosquitto) -> int:
+        b = paho_client(broker, "bodycam-CAM-B", tls=ctx("CAM-B"))
+        drops: list[int] = []
+        b.on_disconnect = lambda *args: drops.append(1)
+        a = paho_client(broker, "bodycam-CAM-B", tls=ctx("CAM-A"))  # A claims B's client id
+        time.sleep(1.0)
+        dropped = len(drops)  # before our own disconnects below
+        a.loop_stop()
+        b.loop_stop()
+        a.disconnect()
+        b.disconnect()
+        return dropped
+
+    with Mosquitto.production(tmp_path / "broker", pki.dir) as broker:
+        assert drops_of_b(broker) == 0
+        assert "CAM-A" in broker.log_text()  # A was named after its certificate
+    weak = tls_listener_config(pki.ca_file, pki.dir / "broker.crt", pki.dir / "broker.key",
+                               acl_file=None)
+    with Mosquitto(tmp_path / "weak", extra_config=weak) as broker:
+        assert drops_of_b(broker) >= 1

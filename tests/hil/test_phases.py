@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host_agent.dock.session import DeviceError, dock
+from host_agent.dock.session import DeviceError, SessionError, dock
+from host_agent.keys import UnitKey
 from host_agent.lab.simulator import SimConfig, SimulatedRecorder
 from host_agent.vault import Vault, timeline
-from host_agent.vault.evidence import key_id
 from protocol import policy
-from tests.hil.conftest import docked
+from tests.hil.conftest import docked, lab
 
 LIVE = dict(segments=0, segment_ms=400, bitrate=1_000_000)
 RECORDER_ROWS = [r for r in policy.annex()["rows"] if r["recorder"] == "recorder"]
@@ -126,14 +125,8 @@ def part_size_floor(seconds: float) -> int:
     return int(LIVE["bitrate"] / 8 * seconds * 0.5)
 
 
-def make_unit_key() -> tuple[Ed25519PrivateKey, bytes]:
-    private = Ed25519PrivateKey.generate()
-    return private, private.public_key().public_bytes_raw()
-
-
-def sign_policy(private: Ed25519PrivateKey, doc: dict) -> bytes:
-    public = private.public_key().public_bytes_raw()
-    return policy.sign(doc, key_id(public), private.sign)
+def sign_policy(unit: UnitKey, doc: dict) -> bytes:
+    return policy.sign(doc, unit.kid, unit.sign)
 
 
 def refined(version: int = 2, **thresholds: int) -> dict:
@@ -148,8 +141,8 @@ def refined(version: int = 2, **thresholds: int) -> dict:
 
 
 def test_unit_signed_policy_is_adopted_and_named_in_later_records(tmp_path: Path) -> None:
-    unit, unit_pub = make_unit_key()
-    with docked(tmp_path, unit_key=unit_pub.hex(), **LIVE) as (rec, session):
+    unit, _ = lab(tmp_path)
+    with docked(tmp_path, **LIVE) as (rec, session):
         report = dock(session, policy_file=sign_policy(unit, refined(main_floor_pct=35)))
         assert report.policy == {"adopted": "gx-water-2019/2"}
         assert rec.press("phase_start 101 PATROL-1 4501-0002") == "phase_start -> phase"
@@ -176,9 +169,9 @@ def test_unit_signed_policy_is_adopted_and_named_in_later_records(tmp_path: Path
     ],
 )
 def test_bad_policies_are_rejected_and_the_old_one_stays(tmp_path, make, reason) -> None:
-    unit, unit_pub = make_unit_key()
-    other, _ = make_unit_key()
-    with docked(tmp_path, unit_key=unit_pub.hex(), **LIVE) as (rec, session):
+    unit, _ = lab(tmp_path)
+    other = UnitKey.create(tmp_path / "another-unit")
+    with docked(tmp_path, **LIVE) as (rec, session):
         session.identify()
         with pytest.raises(DeviceError, match=reason):
             session.push_policy(make(unit, other))
@@ -194,21 +187,20 @@ def test_bad_policies_are_rejected_and_the_old_one_stays(tmp_path, make, reason)
     assert reason in events(recs, "policy_rejected")[0]["detail"]["reason"]
 
 
-def _loosened(unit: Ed25519PrivateKey) -> bytes:
+def _loosened(unit: UnitKey) -> bytes:
     # Signed by the right unit, but it would let officers stop during investigations.
     doc = refined()
     next(r for r in doc["rows"] if r["no"] == 4)["continuous"] = False
-    public = unit.public_key().public_bytes_raw()
     from protocol import cbor, cose
 
-    return cose.sign1(cbor.encode(doc), key_id(public), unit.sign)
+    return cose.sign1(cbor.encode(doc), unit.kid, unit.sign)
 
 
 def test_the_dock_releases_for_duty_by_the_unit_policy_s_thresholds(tmp_path: Path) -> None:
     """The unit raises the backup floor (Art. 4, 12): the same document the recorder adopts
     sets the dock's duty threshold, so an 88 % backup cell that the annex passes is held back."""
-    unit, unit_pub = make_unit_key()
-    with docked(tmp_path, unit_key=unit_pub.hex(), backup_pct=88, **LIVE) as (rec, session):
+    unit, _ = lab(tmp_path)
+    with docked(tmp_path, backup_pct=88, **LIVE) as (rec, session):
         plain = dock(session)
         assert plain.readiness["ready"], plain.readiness["reasons"]
         raised = dock(session, policy_file=sign_policy(unit, refined(backup_floor_pct=95)))
@@ -218,11 +210,15 @@ def test_the_dock_releases_for_duty_by_the_unit_policy_s_thresholds(tmp_path: Pa
     assert raised.readiness["reasons"] == ["backup battery 88% < 95%"]
 
 
-def test_a_recorder_without_a_unit_key_takes_only_the_annex(tmp_path: Path) -> None:
-    unit, _ = make_unit_key()
-    with docked(tmp_path, **LIVE) as (rec, session):
-        session.identify()
-        with pytest.raises(DeviceError, match="no unit key"):
+def test_an_uncommissioned_recorder_serves_no_dock(tmp_path: Path) -> None:
+    """No unit key on the recorder: no dock can prove authority over it, so nothing is listed,
+    freed, stepped or adopted; it waits to be commissioned."""
+    unit, _ = lab(tmp_path)
+    with docked(tmp_path, unit_key="", **LIVE) as (rec, session):
+        with pytest.raises(SessionError, match="not commissioned"):
+            session.identify()
+        session.request("hello", proto=1, dock="any")
+        with pytest.raises(DeviceError, match="unauthorized"):
             session.push_policy(sign_policy(unit, refined()))
 
 

@@ -308,3 +308,14 @@ def test_strict_decode_agrees_with_reencoding(data):
     except CBORError:
         return
     assert encode(value) == data
+
+
+def test_max_items_bounds_what_a_decoding_may_make():
+    bomb = encode([[] for _ in range(1000)])  # 1003 bytes that make 1001 objects
+    assert len(decode(bomb, max_items=1001)) == 1000
+    with pytest.raises(CBORError, match="more items than allowed"):
+        decode(bomb, max_items=1000)
+    nested = encode({"a": [1, 2, {"b": [3]}]})  # map, key, list, 1, 2, map, key, list, 3
+    assert decode(nested, max_items=9) == {"a": [1, 2, {"b": [3]}]}
+    with pytest.raises(CBORError):
+        decode(nested, max_items=8)

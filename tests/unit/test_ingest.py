@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from host_agent.vault import Vault, VaultError, evidence, ingest
-from protocol import cbor, cose, manifest
+from protocol import authority, cbor, cose, manifest
 from tests.factories import RecordChain
 
 DEVICE = "SIM-INGEST"
@@ -292,3 +294,163 @@ def test_a_chain_that_moved_meanwhile_is_not_stored_on_the_old_judgement(
             inc.write(b"1")
             a.intake(DEVICE).conclude(plan, inc)
         assert len(a.records(DEVICE)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The log entry of each outcome, and the facts the dock hands in (head statements, receipts)
+
+
+def logged(vault: Vault, outcome: ingest.Outcome) -> dict:
+    entry = vault.log_entry(outcome.log_index)
+    assert entry is not None
+    return entry
+
+
+def test_each_outcome_names_the_log_entry_that_holds_it(vault: Vault, chain: RecordChain) -> None:
+    intake = vault.intake(DEVICE)
+    record, _ = chain.next_segment(b"one")
+    stored = intake.offer(1, record, b"one")
+    entry = logged(vault, stored)
+    assert (entry["kind"], entry["device_id"], entry["seq"], entry["record_sha256"]) == (
+        "record", DEVICE, 1, stored.receipt)
+    assert stored.to_dict()["log_index"] == stored.log_index
+
+    again = intake.offer(1, record, b"one")  # the release was lost: "had", the same entry
+    assert (again.status, again.log_index) == ("had", stored.log_index)
+
+    record2, _ = chain.next_segment(b"two")
+    bad_bytes = intake.offer(2, record2, b"tw0")  # stored, its bytes quarantined beside it
+    assert bad_bytes.status == "stored" and bad_bytes.code == evidence.HASH_MISMATCH
+    assert logged(vault, bad_bytes)["kind"] == "record"
+    assert vault.log_entry(bad_bytes.log_index - 1)["kind"] == "quarantine"  # type: ignore[index]
+    resent = intake.offer(2, record2, b"tw0")  # "had": the record's entry, not its data's
+    assert (resent.status, resent.log_index) == ("had", bad_bytes.log_index)
+
+    stranger, _ = RecordChain(DEVICE).next_segment(b"x")
+    quarantined = intake.offer(3, stranger, b"x")
+    assert quarantined.status == "quarantined"
+    entry = logged(vault, quarantined)
+    assert (entry["kind"], entry["code"], entry["record_sha256"]) == (
+        "quarantine", evidence.UNKNOWN_KEY, quarantined.receipt)
+    assert intake.offer(3, stranger, b"x").log_index == quarantined.log_index  # once
+
+
+def test_a_record_the_vault_holds_nothing_of_has_no_log_entry(
+        vault: Vault, chain: RecordChain) -> None:
+    record, _ = chain.next_segment(b"good")
+    intake = vault.intake(DEVICE)
+    plan = intake.examine(1, record, 4)
+    outcomes = []
+    for got in (b"bad1", b"bad2"):
+        with vault.incoming() as inc:
+            inc.write(got)
+            outcomes.append(intake.conclude(plan, inc))
+    assert [(o.status, o.log_index) for o in outcomes] == [("reread", -1), ("held", -1)]
+    assert "log_index" not in outcomes[-1].to_dict()
+
+
+class DockKey:
+    """A dock's signing key, as protocol.authority signs receipts with it."""
+
+    def __init__(self, name: str = "dock-1") -> None:
+        self.name = name
+        self.key = Ed25519PrivateKey.generate()
+        self.public_key = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def sign(self, msg: bytes) -> bytes:
+        return self.key.sign(msg)
+
+    def receipt(self, outcome: ingest.Outcome, status: str = "stored",
+                log_index: int | None = None) -> bytes:
+        doc = authority.receipt(DEVICE, outcome.seq, outcome.receipt, status,
+                                outcome.log_index if log_index is None else log_index,
+                                self.name)
+        return authority.sign_statement(doc, authority.key_id(self.public_key), self.sign)
+
+
+def head_statement(chain: RecordChain, signer: RecordChain | None = None) -> bytes:
+    doc = authority.head(DEVICE, chain.seq, chain.prev, "dock-1", b"n" * 16)
+    signer = signer or chain
+    return authority.sign_statement(doc, signer.kid, signer.private_key.sign)
+
+
+def test_heads_and_receipts_are_logged_facts(vault: Vault, chain: RecordChain) -> None:
+    dock = DockKey()
+    record, _ = chain.next_segment(b"one")
+    head_at = vault.record_fact("head", {"statement": head_statement(chain), "device": DEVICE})
+    outcome = vault.intake(DEVICE).offer(1, record, b"one")
+    receipt_at = vault.record_fact("receipt", {"receipt": dock.receipt(outcome),  # or that
+                                               "device_id": DEVICE, "seq": 1})
+    assert head_at < outcome.log_index < receipt_at == vault.log_size() - 1
+    assert [logged(vault, o)["kind"] for o in (outcome,)] == ["record"]
+    assert vault.log_entry(head_at)["kind"] == "head"  # type: ignore[index]
+    assert vault.log_entry(receipt_at)["kind"] == "receipt"  # type: ignore[index]
+    facts = vault.facts()
+    assert [(f["kind"], f["device_id"]) for f in facts] == [("head", DEVICE), ("receipt", DEVICE)]
+    assert facts[1]["fields"] == {"receipt": dock.receipt(outcome), "device_id": DEVICE,
+                                  "seq": 1}
+    vault.checkpoint(dock)  # the dock key is now one the vault recorded
+    assert vault.verify() == []
+
+
+def test_record_fact_joins_the_callers_transaction(vault: Vault, chain: RecordChain) -> None:
+    before = vault.log_size()
+    with pytest.raises(RuntimeError), vault.transaction():
+        vault.record_fact("head", {"statement": head_statement(chain)})
+        raise RuntimeError("the docking failed")
+    assert vault.log_size() == before and vault.facts() == []
+    with vault.transaction():
+        index = vault.record_fact("head", {"statement": head_statement(chain)})
+        vault.log_docking({"device_id": DEVICE})
+    assert index == before and vault.log_size() == before + 2
+
+
+def test_a_fact_that_does_not_fit_is_refused(vault: Vault, chain: RecordChain) -> None:
+    dock = DockKey()
+    record, _ = chain.next_segment(b"one")
+    outcome = vault.intake(DEVICE).offer(1, record, b"one")
+    vault.checkpoint(dock)
+    forged = bytearray(dock.receipt(outcome))
+    forged[-1] ^= 1
+    cases: list[tuple[str, dict, str]] = [
+        ("rumour", {"statement": head_statement(chain)}, "not one of"),
+        ("head", {"said": "no statement"}, "'statement'"),
+        ("head", {"statement": b"junk"}, "not a signed statement"),
+        ("head", {"statement": head_statement(chain), "when": 1.5}, "CBOR-encodable"),
+        ("head", {"statement": head_statement(chain, RecordChain(DEVICE))}, "signature"),
+        ("head", {"statement": head_statement(chain), "device": "SIM-OTHER"}, "says device"),
+        ("head", {"statement": head_statement(chain), "seq": 7}, "says seq 7"),
+        ("head", {"statement": dock.receipt(outcome)}, "not a head"),
+        ("receipt", {"statement": dock.receipt(outcome, log_index=0)}, "not that record"),
+        ("receipt", {"statement": dock.receipt(outcome, log_index=999)}, "does not hold"),
+        ("receipt", {"statement": bytes(forged)}, "not signed by the dock key"),
+    ]
+    before = vault.log_size()
+    for kind, fields, why in cases:
+        with pytest.raises(VaultError, match=why):
+            vault.record_fact(kind, fields)
+    assert vault.log_size() == before and vault.facts() == []
+
+
+def test_an_edited_fact_is_reported(vault: Vault, chain: RecordChain) -> None:
+    import sqlite3
+
+    vault.record_fact("head", {"statement": head_statement(chain), "device": DEVICE})
+    db = sqlite3.connect(vault.root / "vault.sqlite")
+    db.execute("DROP TRIGGER facts_no_update")
+    db.execute("UPDATE facts SET fields = ?",
+               (cbor.encode({"statement": head_statement(chain, RecordChain(DEVICE))}),))
+    db.commit()
+    db.close()
+    found = {(p.code, p.detail.split(":")[0]) for p in vault.verify()}
+    assert found == {("log_mismatch", "fact 1 differs from log entry 2 in fields"),
+                     ("fact_invalid", "fact 1 (head)"),
+                     ("schema_altered", "trigger facts_no_update is missing")}
+
+
+def test_an_empty_segment_is_evidence_with_empty_data(vault: Vault, chain: RecordChain) -> None:
+    record, _ = chain.next_segment(b"")
+    outcome = vault.intake(DEVICE).offer(1, record, None)
+    assert (outcome.status, outcome.code, outcome.release) == ("stored", "", True)
+    assert vault.records(DEVICE)[0]["data_state"] == "stored"
+    assert vault.verify() == []

@@ -53,11 +53,14 @@ def test_the_dock_agent_loads_nothing_of_the_lab_rig(code: str) -> None:
 
 def test_dock_commands_never_import_the_lab_rig(tmp_path: Path) -> None:
     """`bodycam dock` on a dock PC: parsing and running it imports no lab module."""
+    from host_agent.lab.unit import lab_unit
+
+    lab_unit(tmp_path / "pki", "dock-1")  # made here, in the test process: not the probe's
     code = ("from host_agent.cli import main\n"
             "import contextlib, io\n"
             "with contextlib.redirect_stderr(io.StringIO()):\n"
-            f"    assert main(['dock', '--port', '{tmp_path}/no-tty', '--enroll-unknown',"
-            f" '--vault', '{tmp_path}/v']) == 2\n")
+            f"    assert main(['dock', '--identity', '{tmp_path}/pki/dock-1', '--port',"
+            f" '{tmp_path}/no-tty', '--enroll-unknown', '--vault', '{tmp_path}/v']) == 2\n")
     assert [m for m in loaded_after(code) if m.startswith("host_agent.lab")] == []
     assert not (tmp_path / "v").exists()  # a refused dock leaves no empty vault behind
 

@@ -31,11 +31,24 @@ FIELD_STRATEGY = {
 }
 
 
+def field_strategy(spec: tuple) -> st.SearchStrategy:
+    """Values a field may take: its kind, within its bounds when it has them."""
+    name, kind = spec[0], spec[1]
+    if name in FIELD_STRATEGY:
+        return FIELD_STRATEGY[name]
+    if len(spec) == 4:
+        lo, hi = spec[2], spec[3]
+        if kind == "int":
+            return st.integers(lo, hi)
+        if kind == "bytes":
+            return st.binary(min_size=lo, max_size=min(hi, lo + 64))
+        if kind == "str":
+            return st.text(min_size=lo, max_size=min(hi, 40))
+    return KIND_STRATEGY.get(kind, st.just(None))
+
+
 def message_strategy(mtype: str) -> st.SearchStrategy[dict]:
-    fields = {
-        name: FIELD_STRATEGY.get(name, KIND_STRATEGY.get(kind, st.just(None)))
-        for name, kind in messages.SCHEMA[mtype]
-    }
+    fields = {spec[0]: field_strategy(spec) for spec in messages.SCHEMA[mtype]}
     return st.fixed_dictionaries(fields).map(lambda f: {"t": mtype, **f})
 
 
@@ -85,6 +98,18 @@ def test_data_chunk_layout():
         ),
         (b"M" + cbor2.dumps({"t": "ping", "rid": 1, "t1": "soon"}, canonical=True), "must be int"),
         (b"M" + cbor2.dumps({"t": "ping", "rid": True, "t1": 1}, canonical=True), "must be int"),
+        # every request field has a range: extreme values never reach a handler
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 2**64 - 1,
+                             "length": 1}, canonical=True), "'offset' must be within"),
+        (b"M" + cbor2.dumps({"t": "clock_adjust", "rid": 1, "delta_us": 2**64 - 1,
+                             "uncertainty_us": 0}, canonical=True), "'delta_us' must be within"),
+        (b"M" + cbor2.dumps({"t": "ping", "rid": -1, "t1": 1}, canonical=True),
+         "'rid' must be within"),
+        (b"M" + cbor2.dumps({"t": "release", "rid": 1, "seq": 1, "manifest_sha256": b"x",
+                             "receipt": b"r"}, canonical=True),
+         "'manifest_sha256' must be a length of within 32..32"),
+        (b"M" + cbor2.dumps({"t": "hello", "rid": 1, "proto": 1, "dock": "d" * 65},
+                            canonical=True), "'dock' must be a length of within 0..64"),
         (b"M\xff", "bad CBOR"),
         (b"D\x00\x01", "shorter than its header"),
     ],
@@ -106,3 +131,14 @@ def test_random_payloads_only_ever_raise_protocol_error(data):
         messages.parse_payload(data)
     except messages.ProtocolError:
         pass
+
+
+def test_a_request_that_decodes_into_too_many_objects_is_refused():
+    """A few KB of nested empty lists would be tens of KB of objects on a recorder's heap."""
+    bomb = b"M" + cbor2.dumps({"t": "list", "rid": 1, "from_seq": 1, "limit": 1,
+                               "x": [[] for _ in range(3000)]}, canonical=True)
+    with pytest.raises(messages.ProtocolError, match="more items than allowed"):
+        messages.parse_payload(bomb, messages.REQUEST_ITEMS)
+    every = [v for v in VECTORS["messages"]]
+    for v in every:  # every real request fits the bound with room to spare
+        messages.parse_payload(bytes.fromhex(v["payload"]), messages.REQUEST_ITEMS)
