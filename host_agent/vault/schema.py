@@ -1,4 +1,5 @@
-"""The vault's SQLite index: tables, their append-only triggers, and what the log commits to.
+"""The vault's format: its SQLite index (tables, append-only triggers, what the log commits
+to), where its files go, and how an event row is derived from a signed record.
 
     meta(key, value)                layout version ("layout" = LAYOUT), created_at, vault_id
                                     (random, made at creation: the log's origin names it)
@@ -44,11 +45,13 @@ next index.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from protocol import cbor
+from protocol import cbor, manifest
 
 LAYOUT = "bodycam-vault/2"
 DB_NAME = "vault.sqlite"
@@ -254,3 +257,37 @@ def now() -> str:
 def row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, object]:
     """A fetched row as {column: value}."""
     return {d[0]: row[i] for i, d in enumerate(cur.description)}
+
+
+# -- the files' layout and the events table, as the index and verify both read them ----
+
+
+def object_path(root: Path, sha256: bytes) -> Path:
+    h = sha256.hex()
+    return root / "objects" / h[:2] / h
+
+
+def manifest_path(root: Path, device_id: str, seq: int) -> Path:
+    return root / "manifests" / device_id / f"{seq:08d}.cose"
+
+
+def event_columns(f: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(name, detail as JSON text, phase) of an event or gap record, as the events table holds
+    them; verify compares the table with this, from the signed record."""
+    phase = f.get("phase") or {}
+    if f["kind"] == manifest.KIND_GAP:
+        name = f["cause"]
+        detail = {k: f[k] for k in ("last_seq", "t_last", "t_boot", "battery_main",
+                                    "battery_backup")}
+    else:
+        name, detail = f["event"], f["detail"]
+    return name, json.dumps(detail, default=json_default, sort_keys=True), phase
+
+
+def json_default(value: object) -> object:
+    """JSON for what the index keeps as text: bytes as hex, paths as text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -77,7 +77,14 @@ from host_agent.vault.files import (
     write_durable,
 )
 from host_agent.vault.ledger import Ledger, append_log, meta_row
-from host_agent.vault.schema import now, row_dict
+from host_agent.vault.schema import (
+    event_columns,
+    json_default,
+    manifest_path,
+    now,
+    object_path,
+    row_dict,
+)
 from protocol import manifest
 
 if TYPE_CHECKING:
@@ -91,23 +98,6 @@ _SUBDIRS = ("objects", "manifests", "quarantine", "tmp")
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:64] or "_"
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def object_path(root: Path, sha256: bytes) -> Path:
-    h = sha256.hex()
-    return root / "objects" / h[:2] / h
-
-
-def manifest_path(root: Path, device_id: str, seq: int) -> Path:
-    return root / "manifests" / device_id / f"{seq:08d}.cose"
 
 
 class Vault(Ledger):
@@ -510,7 +500,7 @@ class Vault(Ledger):
         """Append a docking session report (and its log entry); return its row id."""
         device_id = session.get("device_id")
         try:
-            report = json.dumps(session, sort_keys=True, default=_json_default)
+            report = json.dumps(session, sort_keys=True, default=json_default)
         except (TypeError, ValueError) as exc:
             raise VaultError(f"a docking report must be JSON: {exc}") from exc
         with self._writing() as db:
@@ -560,17 +550,7 @@ class Vault(Ledger):
         return Verifier(self.root, self.db, anchors).report(progress)
 
 
-def event_columns(f: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(name, detail as JSON text, phase) of an event or gap record, as the events table holds
-    them; verify compares the table with this, from the signed record."""
-    phase = f.get("phase") or {}
-    if f["kind"] == manifest.KIND_GAP:
-        name = f["cause"]
-        detail = {k: f[k] for k in ("last_seq", "t_last", "t_boot", "battery_main",
-                                    "battery_backup")}
-    else:
-        name, detail = f["event"], f["detail"]
-    return name, json.dumps(detail, default=_json_default, sort_keys=True), phase
+
 
 
 def _rows_with_json(cur: sqlite3.Cursor, column: str) -> list[dict[str, object]]:

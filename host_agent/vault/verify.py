@@ -37,7 +37,7 @@ from host_agent.vault import evidence, log, schema
 from host_agent.vault.errors import VaultError
 from host_agent.vault.files import hash_file
 from host_agent.vault.ledger import CHECKPOINT_FILE, cert_key, check_fact, meta_row
-from host_agent.vault.store import event_columns, manifest_path, object_path
+from host_agent.vault.schema import event_columns, manifest_path, object_path
 from protocol import authority, cbor, manifest
 
 _T = TypeVar("_T")
