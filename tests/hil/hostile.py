@@ -37,6 +37,7 @@ class HostileRecorder(threading.Thread):
         self.stop = False
         self.on_read: Callable[[dict[str, Any]], Answer] | None = None
         self.on_list: Callable[[dict[str, Any]], Answer] | None = None
+        self.shown_key = chain.public_key  # another recorder's key makes it a clone
 
     def add_segment(self, data: bytes, stored: int | None = None, **overrides: Any) -> int:
         record, fields = self.chain.next_segment(data, **overrides)
@@ -74,7 +75,7 @@ class HostileRecorder(threading.Thread):
         if t == "hello":
             self.nonce = os.urandom(16)
             return [self.msg("identify", rid=rid, proto=1, device_id=chain.device_id, fw="0.1.0",
-                             public_key=chain.public_key, limits={"max_read": 1 << 20},
+                             public_key=self.shown_key, limits={"max_read": 1 << 20},
                              nonce=self.nonce, unit=authority.key_id(self.unit_public))]
         if t == "auth":
             cert = authority.open_cert(req["cert"], self.unit_public, verify)

@@ -9,7 +9,6 @@ in CPython that shows an enrolled recorder's public key without holding its priv
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -20,9 +19,11 @@ from host_agent.keys import DockIdentity, UnitKey
 from host_agent.lab.unit import lab_unit
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault
-from protocol import authority, framing, messages, policy
+from protocol import authority, messages, policy
 from protocol.manifest import record_hash
+from tests.factories import RecordChain
 from tests.hil.conftest import device_records, docked, lab
+from tests.hil.hostile import HostileRecorder
 
 pytestmark = pytest.mark.simulator
 LIVE = dict(segments=2, segment_ms=200, bitrate=1_000_000)
@@ -163,61 +164,14 @@ def test_each_clock_step_is_a_signed_event_naming_the_dock(tmp_path: Path) -> No
 
 
 # -- the hostile device: a clone -------------------------------------------------------------
-class Clone(threading.Thread):
-    """A fake recorder on a pty that shows `victim_key` (an enrolled recorder's public key) but
-    holds only its own private key: it answers hello and signs auth_ok with the wrong key."""
-
-    def __init__(self, device_id: str, victim_key: bytes, unit_public: bytes,
-                 keys: Path) -> None:
-        super().__init__(daemon=True)
-        self.master, slave = os.openpty()
-        self.port = os.ttyname(slave)
-        self._slave = slave
-        self.device_id, self.victim_key, self.unit_public = device_id, victim_key, unit_public
-        self.own = UnitKey.create(keys)  # any key but the victim's
-        self.nonce = os.urandom(16)
-        self.stop = False
-
-    def run(self) -> None:
-        import tty
-
-        tty.setraw(self._slave)
-        decoder = framing.FrameDecoder()
-        while not self.stop:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            decoder.receive_data(data)
-            while (payload := decoder.next_frame()) is not None:
-                _, msg = messages.parse_payload(payload)
-                if msg["t"] == "hello":
-                    reply = messages.make(
-                        "identify", rid=msg["rid"], proto=1, device_id=self.device_id,
-                        fw="0.1.0", public_key=self.victim_key, limits={}, nonce=self.nonce,
-                        unit=authority.key_id(self.unit_public))
-                elif msg["t"] == "auth":
-                    cert = authority.open_cert(msg["cert"], self.unit_public, _verify)
-                    proof = authority.device_proof(self.device_id, self.nonce, msg["nonce"],
-                                                   cert["key"])
-                    reply = messages.make("auth_ok", rid=msg["rid"], dock=cert["dock"],
-                                          sig=self.own.sign(proof))
-                else:
-                    continue
-                os.write(self.master, framing.encode_frame(messages.encode_message(reply)))
-
-
-def _verify(public: bytes, msg: bytes, sig: bytes) -> bool:
-    from host_agent.keys import verify
-
-    return verify(public, msg, sig)
-
-
 def test_a_clone_showing_an_enrolled_recorders_key_is_refused(tmp_path: Path) -> None:
     unit, ours = lab(tmp_path)
     with docked(tmp_path, **LIVE) as (rec, session):
         real = session.identify()  # the real recorder is enrolled with its key
-    clone = Clone(real.device_id, real.public_key, unit.public, tmp_path / "clone-key")
+    # A recorder written in CPython that shows the enrolled recorder's id and public key but
+    # holds only a key of its own, with which it signs its side of the handshake.
+    clone = HostileRecorder(RecordChain(real.device_id), unit.public)
+    clone.shown_key = real.public_key
     clone.start()
     transport = SerialTransport(clone.port)
     transport.open()
@@ -227,5 +181,5 @@ def test_a_clone_showing_an_enrolled_recorders_key_is_refused(tmp_path: Path) ->
                 DockSession(transport, vault, ours).identify(wait=5)
             assert vault.records(real.device_id) == []
     finally:
-        clone.stop = True
         transport.close()
+        clone.close()
