@@ -20,6 +20,14 @@ No request can stop the recorder: every field is range-checked when the message 
 bounded rate), and the serve loop outlives anything a peer or the link does. Recording runs
 in its own task and never waits for this one.
 
+Every request is safe to repeat, as a dock on a noisy line must (it asks again whenever an
+answer was lost): a repeat of a request that changes state (_ONCE, by its rid, within a
+session) gets the first answer again and is never applied twice — a clock is stepped once, a
+record freed once, a policy adopted once; the others read state and are simply answered again.
+A request too large for a noisy line comes staged (protocol/messages.py): its parts fill one
+staging buffer (STAGE_MAX bytes at most, kept until the next hello or another staged request),
+and `run` handles it like any other once its SHA-256 matches, under the same rules.
+
 Requests are handled one at a time, in arrival order. Data for a `read` is built in the link's
 preallocated transmit buffer: the file is read straight into the payload area, the chunk
 header is written in front of it, and the link sends it. A `read_done` closes each read so the
@@ -28,6 +36,8 @@ dock knows the window is complete (or how much of it the segment had).
 
 import asyncio
 import gc
+import hashlib
+import io
 import os
 import time
 
@@ -39,11 +49,15 @@ from protocol.ed25519 import verify
 from protocol.manifest import record_hash
 
 _LIST_LIMIT = const(64)
-_LIST_BYTES = const(2048)  # records per answer: a fragmented small heap still fits it
 _SESSION_MS = const(600000)  # an authenticated session lapses after this long idle
 _LOG_FIRST = const(20)  # peer errors logged in full before the log thins out
 _LOG_EVERY = const(1000)
 _AUTH_GAP_MS = const(250)  # one handshake's signature checks per this long: CPU for recording
+_REMEMBERED = const(8)  # answers to state-changing requests kept, to answer a repeat the same
+
+# Requests that change state: a repeat (the dock asks again when an answer was lost on the line)
+# gets the first answer again, and is never applied twice.
+_ONCE = ("auth", "clock_adjust", "release", "policy_set")
 
 # request -> the certificate right it needs (None: answered before any handshake)
 RIGHT = {
@@ -54,9 +68,12 @@ RIGHT = {
     "clock_adjust": "clock",
     "list": "offload",
     "read": "offload",
+    "read_record": "offload",
     "release": "offload",
     "head": "offload",
     "policy_set": "policy",
+    "stage": None,  # bytes into a bounded buffer: nothing is done with them ...
+    "run": None,  # ... until run, which applies the staged request's own right
 }
 
 
@@ -74,6 +91,9 @@ class DockServer:
         self._dock = None  # type: dict | None  # the certificate of the dock that proved it
         self._seen_ms = time.ticks_ms()
         self._auth_ms = time.ticks_add(time.ticks_ms(), -_AUTH_GAP_MS)
+        self._answers = []  # type: list  # [(rid, type, answer payload)], newest last
+        self._capture = None  # type: tuple | None  # (rid, type) whose answer is being kept
+        self._staged = None  # type: tuple | None  # (sid, bytearray): a request coming in parts
         self.errors = 0  # answered with an error, since boot
         self._handlers = {
             "hello": self._hello,
@@ -83,9 +103,12 @@ class DockServer:
             "clock_adjust": self._clock_adjust,
             "list": self._list,
             "read": self._read,
+            "read_record": self._read_record,
             "release": self._release,
             "head": self._head,
             "policy_set": self._policy_set,
+            "stage": self._stage,
+            "run": self._run,
         }
 
     async def serve(self) -> None:
@@ -97,7 +120,12 @@ class DockServer:
                 await asyncio.sleep_ms(100)
 
     async def send(self, msg) -> None:
-        await self.link.send(messages.encode_message(msg))
+        payload = messages.encode_message(msg)
+        cap = self._capture
+        if cap is not None and msg["rid"] == cap[0]:
+            self._answers = (self._answers + [(cap[0], cap[1], payload)])[-_REMEMBERED:]
+            self._capture = None
+        await self.link.send(payload)
 
     def _note(self, text: str) -> None:
         """Log a peer's error, all of the first few, then one in _LOG_EVERY (a hostile host
@@ -123,11 +151,21 @@ class DockServer:
         if kind != "msg":
             await self._error(0, messages.E_BAD_REQUEST, "a device takes no data chunks")
             return
+        await self._dispatch(msg)
+
+    async def _dispatch(self, msg) -> None:
+        """Handle one well-formed request (as it came, or as staged)."""
         mtype, rid = msg["t"], msg["rid"]
         handler = self._handlers.get(mtype)
         if handler is None:
             await self._error(rid, messages.E_BAD_REQUEST, "%s is not a request" % mtype)
             return
+        if mtype in _ONCE:
+            for seen_rid, seen_type, answer in self._answers:
+                if seen_rid == rid and seen_type == mtype:
+                    await self.link.send(answer)  # a repeat: the same answer, not done again
+                    return
+            self._capture = (rid, mtype)
         refused = self._refusal(RIGHT[mtype])
         if refused:
             await self._error(rid, messages.E_UNAUTHORIZED, refused)
@@ -168,6 +206,8 @@ class DockServer:
 
     async def _hello(self, msg) -> None:
         self._dock = None  # a new host: whatever was proved before is gone
+        self._answers = []  # ... and the answers it might have asked for again
+        self._staged = None
         self._nonce = os.urandom(authority.NONCE_SIZE)
         unit = self._unit_key()
         self._log("hello from %s" % msg["dock"][:64])
@@ -266,42 +306,91 @@ class DockServer:
         while at < len(seqs) and seqs[at] < msg["from_seq"]:
             at += 1
         items = []
-        size = 0
         for seq in seqs[at:at + limit]:
-            record = self.store.read_record(seq)
-            items.append({"seq": seq, "record": record, "stored": self.store.data_size(seq)})
-            size += len(record)
-            if size >= _LIST_BYTES:
-                break
+            record = self.store.read_record(seq)  # named by hash and size; read_record moves it
+            items.append({"seq": seq, "record_sha256": record_hash(record), "size": len(record),
+                          "stored": self.store.data_size(seq)})
         more = len(seqs) - at > len(items)
         seqs = None  # type: ignore[assignment]  # let it go before the answer is encoded
         await self.send(messages.make("records", rid=msg["rid"], items=items, more=more))
 
     async def _read(self, msg) -> None:
-        seq, offset, length = msg["seq"], msg["offset"], msg["length"]
         try:
-            f = self.store.open_data(seq)
+            f = self.store.open_data(msg["seq"])
         except OSError:
-            await self._error(msg["rid"], messages.E_UNKNOWN_RECORD, "no data for record %d" % seq)
+            await self._error(msg["rid"], messages.E_UNKNOWN_RECORD,
+                              "no data for record %d" % msg["seq"])
             return
+        await self._stream(msg, f, messages.KIND_DATA)
+
+    async def _read_record(self, msg) -> None:
+        try:
+            record = self.store.read_record(msg["seq"])
+        except OSError:
+            await self._error(msg["rid"], messages.E_UNKNOWN_RECORD,
+                              "record %d is not here" % msg["seq"])
+            return
+        await self._stream(msg, io.BytesIO(record), messages.KIND_RECORD)
+
+    async def _stream(self, msg, f, kind: int) -> None:
+        """Send each range the read asks for (messages.ranges) of `f` in chunks of msg["chunk"]
+        bytes at most, each read straight into the link's transmit buffer; then read_done
+        saying how many bytes there were in all (fewer than asked: the file ends there)."""
+        seq = msg["seq"]
         link = self.link
         tx = link.tx
         mv = memoryview(tx)
         head = link.TX_AT
         data_at = head + messages.DATA_HEADER_SIZE
-        room = link.tx_room - messages.DATA_HEADER_SIZE
-        sent = 0
+        room = min(msg["chunk"], link.tx_room - messages.DATA_HEADER_SIZE)
+        total = 0
         with f:
-            f.seek(offset)
-            while sent < length:
-                n = f.readinto(mv[data_at:data_at + min(room, length - sent)])
-                if not n:
-                    break  # end of the segment
-                messages.pack_data_header(tx, head, seq, offset + sent)
-                await link.send_tx(messages.DATA_HEADER_SIZE + n)
-                sent += n
-        await self.send(messages.make("read_done", rid=msg["rid"], seq=seq, offset=offset,
-                                      length=sent))
+            for offset, length in messages.ranges(msg):
+                f.seek(offset)
+                sent = 0
+                while sent < length:
+                    n = f.readinto(mv[data_at:data_at + min(room, length - sent)])
+                    if not n:
+                        break
+                    messages.pack_data_header(tx, head, seq, offset + sent, kind)
+                    await link.send_tx(messages.DATA_HEADER_SIZE + n)
+                    sent += n
+                total += sent
+                if sent < length:
+                    break  # the end of the segment
+        await self.send(messages.make("read_done", rid=msg["rid"], seq=seq,
+                                      offset=msg["offset"], length=total))
+
+    async def _stage(self, msg) -> None:
+        sid, total, offset, data = msg["sid"], msg["total"], msg["offset"], msg["data"]
+        if offset + len(data) > total:
+            await self._error(msg["rid"], messages.E_BAD_REQUEST, "part past the staged size")
+            return
+        staged = self._staged
+        if staged is None or staged[0] != sid or len(staged[1]) != total:
+            self._staged = None  # let the last one go before the next is made
+            gc.collect()
+            staged = self._staged = (sid, bytearray(total))
+        staged[1][offset:offset + len(data)] = data
+        await self.send(messages.make("staged", rid=msg["rid"], sid=sid, offset=offset,
+                                      length=len(data)))
+
+    async def _run(self, msg) -> None:
+        rid, staged = msg["rid"], self._staged
+        if (staged is None or staged[0] != rid
+                or hashlib.sha256(staged[1]).digest() != msg["sha256"]):
+            await self._error(rid, messages.E_NOT_STAGED, "no staged request %d with that hash"
+                              % rid)
+            return
+        try:
+            kind, inner = messages.parse_payload(staged[1], messages.REQUEST_ITEMS)
+        except messages.ProtocolError as exc:
+            await self._error(rid, messages.E_BAD_REQUEST, "staged: %s" % exc)
+            return
+        if kind != "msg" or inner["rid"] != rid or inner["t"] in ("hello", "stage", "run"):
+            await self._error(rid, messages.E_BAD_REQUEST, "staged: not a request to run")
+            return
+        await self._dispatch(inner)
 
     async def _release(self, msg) -> None:
         seq = msg["seq"]

@@ -2,8 +2,15 @@
 
 A payload is either
   b"M" + deterministic CBOR map  -- a control message, {"t": type, "rid": request id, ...}
-  b"D" + <u32 seq, u64 offset> + raw bytes  -- a chunk of segment data
-Data chunks skip CBOR so the device can send them straight from its read buffer.
+  b"D" + <u32 seq, u64 offset> + raw bytes  -- a chunk of segment data (answers `read`)
+  b"R" + <u32 seq, u64 offset> + raw bytes  -- a chunk of a signed record (`read_record`)
+Chunks skip CBOR so the device can send them straight from its read buffer. Everything that
+can be large moves in chunks whose size the dock chooses (a noisy line carries small frames
+only): a listing names each record by its hash and size, and the record itself is read. A
+request too large for the line goes the other way in parts: `stage` puts bytes of its encoded
+payload into the recorder's one staging buffer (each part answered `staged`), and `run`, with
+the staged request's own rid and the SHA-256 of its payload, has it handled as if it had come
+in one frame. Answers stay small (a listing is as long as the dock asks).
 
 The schema table below is the whole vocabulary; `parse` checks a received message against it,
 so neither side ever acts on a field that is missing or of the wrong type.
@@ -17,6 +24,7 @@ from protocol.compat import const
 PROTOCOL_VERSION = const(1)
 KIND_MESSAGE = const(0x4D)  # "M"
 KIND_DATA = const(0x44)  # "D"
+KIND_RECORD = const(0x52)  # "R"
 DATA_HEADER = "<BIQ"
 DATA_HEADER_SIZE = const(13)
 
@@ -29,6 +37,8 @@ _T = schema.BOOL
 _U32 = schema.U32
 
 MAX_READ = const(16 * 1024 * 1024)  # bytes one read may ask for
+READ_RANGES = const(13)  # ranges one read may ask for: offset/length and 12 more
+STAGE_MAX = const(4096)  # bytes of a staged request's payload, at most
 REQUEST_ITEMS = const(64)  # CBOR items a request decodes into, at most (the largest has 11)
 _RID = ("rid", _I, 0, _U32)
 _SEQ = ("seq", _I, 0, _U32)
@@ -46,10 +56,19 @@ SCHEMA = {
     "clock_adjust": (_RID, ("delta_us", _I, -(1 << 50), 1 << 50),
                      ("uncertainty_us", _I, 0, 1 << 40)),
     "list": (_RID, ("from_seq", _I, 0, _U32), ("limit", _I, 1, 1024)),
-    "read": (_RID, _SEQ, ("offset", _I, 0, 1 << 48), ("length", _I, 0, MAX_READ)),
+    # A read may name further ranges, `more`: [[offset, length], ...] ascending, after the
+    # first and apart (see `ranges`): the holes a noisy line left, asked for in one read.
+    "read": (_RID, _SEQ, ("offset", _I, 0, 1 << 48), ("length", _I, 0, MAX_READ),
+             ("chunk", _I, 16, 1 << 16)),  # data bytes per chunk: the dock sizes it to the line
+    "read_record": (_RID, _SEQ, ("offset", _I, 0, 1 << 16), ("length", _I, 0, 1 << 16),
+                    ("chunk", _I, 16, 1 << 16)),
     "release": (_RID, _SEQ, ("manifest_sha256", _B, _HASH, _HASH), ("receipt", _B, 1, 1024)),
     "head": (_RID, ("nonce", _B, _NONCE, _NONCE)),
     "policy_set": (_RID, ("policy", _B, 1, 3800)),
+    # sid: the rid of the request being staged; total: the size of its payload
+    "stage": (_RID, ("sid", _I, 0, _U32), ("total", _I, 1, STAGE_MAX),
+              ("offset", _I, 0, STAGE_MAX - 1), ("data", _B, 1, STAGE_MAX)),
+    "run": (_RID, ("sha256", _B, _HASH, _HASH)),  # the staged request whose sid is this rid
     # device -> host
     "identify": (
         _RID,
@@ -75,10 +94,11 @@ SCHEMA = {
     ),
     "pong": (_RID, ("t1", _I), ("t2", _I), ("t3", _I)),
     "clock_set": (_RID, ("before_us", _I), ("after_us", _I), ("event", _I)),
-    "records": (_RID, ("items", _L), ("more", _T)),
+    "records": (_RID, ("items", _L), ("more", _T)),  # items: {seq, record_sha256, size, stored}
     "read_done": (_RID, ("seq", _I), ("offset", _I), ("length", _I)),
     "released": (_RID, ("seq", _I)),
     "head_ok": (_RID, ("statement", _B)),
+    "staged": (_RID, ("sid", _I), ("offset", _I), ("length", _I)),
     "policy_ok": (_RID, ("policy", _S)),
     "error": (_RID, ("code", _S), ("detail", _S)),
 }
@@ -91,6 +111,7 @@ E_MISMATCH = "mismatch"
 E_BUSY = "busy"
 E_INTERNAL = "internal"
 E_POLICY = "policy_rejected"
+E_NOT_STAGED = "not_staged"  # `run`: no staged request with that rid and hash (stage it again)
 
 
 class ProtocolError(ValueError):
@@ -118,7 +139,31 @@ def check(msg) -> dict:
         if kind is None:
             raise ProtocolError("%s: missing field %r" % (mtype, name))
         raise ProtocolError("%s: field %r must be %s" % (mtype, name, kind))
+    if "more" in msg and (mtype == "read" or mtype == "read_record"):
+        ranges(msg)
     return msg
+
+
+def ranges(msg) -> list:
+    """The [offset, length] ranges a read asks for, in order: its own, then `more` (each
+    after the end of the one before, the lengths MAX_READ in all); ProtocolError if not."""
+    out = [(msg["offset"], msg["length"])]
+    more = msg.get("more", [])
+    if not isinstance(more, list) or len(more) > READ_RANGES - 1:
+        raise ProtocolError("%s: field 'more' must be a list of %d ranges at most"
+                            % (msg["t"], READ_RANGES - 1))
+    end, total = out[0][0] + out[0][1], out[0][1]
+    for pair in more:
+        if (not isinstance(pair, list) or len(pair) != 2 or not schema.kind_ok(pair[0], _I)
+                or not schema.kind_ok(pair[1], _I) or pair[0] < end or pair[1] < 1
+                or pair[0] > 1 << 48):
+            raise ProtocolError("%s: 'more' must be ascending [offset, length] ranges"
+                                % msg["t"])
+        end, total = pair[0] + pair[1], total + pair[1]
+        out.append((pair[0], pair[1]))
+    if total > MAX_READ:
+        raise ProtocolError("%s: more than %d bytes asked for" % (msg["t"], MAX_READ))
+    return out
 
 
 def make(mtype: str, **fields) -> dict:
@@ -136,21 +181,22 @@ def encode_message(msg) -> bytes:
     return b"M" + cbor.encode(msg)
 
 
-def pack_data_header(buf, at: int, seq: int, offset: int) -> None:
-    """Write a data chunk's header into buf at `at` (the chunk bytes follow it)."""
-    struct.pack_into(DATA_HEADER, buf, at, KIND_DATA, seq, offset)
+def pack_data_header(buf, at: int, seq: int, offset: int, kind: int = KIND_DATA) -> None:
+    """Write a chunk's header into buf at `at` (the chunk bytes follow it)."""
+    struct.pack_into(DATA_HEADER, buf, at, kind, seq, offset)
 
 
-def encode_data(seq: int, offset: int, data) -> bytes:
-    """Payload bytes for a data chunk (the allocating form; devices use pack_data_header)."""
-    return struct.pack(DATA_HEADER, KIND_DATA, seq, offset) + bytes(data)
+def encode_data(seq: int, offset: int, data, kind: int = KIND_DATA) -> bytes:
+    """Payload bytes for a chunk (the allocating form; devices use pack_data_header)."""
+    return struct.pack(DATA_HEADER, kind, seq, offset) + bytes(data)
 
 
 def parse_payload(payload, max_items=None):
     """Split a frame payload.
 
-    Returns ("msg", message) for a control message, or ("data", (seq, offset, memoryview)) for
-    a data chunk. Raises ProtocolError for anything else. `max_items` bounds the CBOR items a
+    Returns ("msg", message) for a control message, or ("data" | "record", (seq, offset,
+    memoryview)) for a chunk of segment data or of a record. Raises ProtocolError for anything
+    else. `max_items` bounds the CBOR items a
     message may decode into (a recorder takes requests with REQUEST_ITEMS at most).
     """
     if not payload:
@@ -162,9 +208,10 @@ def parse_payload(payload, max_items=None):
         except cbor.CBORError as exc:
             raise ProtocolError("bad CBOR in message: %s" % exc)
         return "msg", check(msg)
-    if kind == KIND_DATA:
+    if kind == KIND_DATA or kind == KIND_RECORD:
         if len(payload) < DATA_HEADER_SIZE:
-            raise ProtocolError("data chunk shorter than its header")
+            raise ProtocolError("chunk shorter than its header")
         _, seq, offset = struct.unpack_from(DATA_HEADER, payload, 0)
-        return "data", (seq, offset, memoryview(payload)[DATA_HEADER_SIZE:])
+        return ("data" if kind == KIND_DATA else "record"), (
+            seq, offset, memoryview(payload)[DATA_HEADER_SIZE:])
     raise ProtocolError("unknown payload kind 0x%02x" % kind)

@@ -23,36 +23,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from host_agent.dock import clocksync
+from host_agent.dock.exchange import DeviceError, Exchange, SessionError
+from host_agent.dock.fetch import CHUNK_MAX, OVERHEAD, Fetch, limit
 from host_agent.dock.readiness import Readiness, Thresholds, assess
 from host_agent.keys import DockIdentity, verify
 from host_agent.transport import Transport, TransportError
-from host_agent.vault import Incoming, Intake, Outcome, Plan, Vault, key_id, timeline
+from host_agent.vault import Intake, Outcome, Plan, Vault, key_id, timeline
 from host_agent.vault import ingest as ingest_rules
-from protocol import authority, messages, policy, schema
+from protocol import authority, manifest, messages, policy, schema
 
 log = logging.getLogger("bodycam.dock")
 
-READ_WINDOW = 1 << 20  # bytes asked for per read request
-READ_AHEAD = 2  # read requests kept in flight
-_MAX_FAILURES = 6  # rewinds without progress before a download is given up
-_JUNK_BYTES = 4 * READ_WINDOW  # unrequested bytes tolerated since the last good chunk
+_JUNK_BYTES = 4 << 20  # bytes that moved nothing, tolerated since the last new byte
+HELLO_WAIT_S = 0.25  # the first wait for a hello's answer; doubled while nothing comes, to 1 s
 _DEADLINE_BASE_S = 60.0  # a download's deadline: this plus its size at the slowest rate
 _DEADLINE_MIN_RATE = 20_000  # bytes/s: slower than a 256 kbit/s UART
 _LIST_MAX = 1_000_000  # records one docking takes from a recorder's listing
-_WARN_FIRST = 20
-_WARN_EVERY = 1000
-_LIST_ITEM = (("seq", schema.INT, 1, schema.U32), ("record", schema.BYTES, 1, 1 << 16),
-              ("stored", schema.INT, 0, 1 << 48))
-
-
-class SessionError(Exception):
-    """The docking cannot go on (unknown device, protocol breach, link lost for good)."""
-
-
-class DeviceError(SessionError):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"device answered {code}: {detail}")
-        self.code = code
+_LIST_ITEM = (("seq", schema.INT, 1, schema.U32), ("record_sha256", schema.BYTES, 32, 32),
+              ("size", schema.INT, 1, 1 << 16), ("stored", schema.INT, 0, 1 << 48))
+_LIST_ITEM_WIRE = 64  # bytes a listed item takes in an answer, about
 
 
 @dataclass
@@ -80,7 +69,8 @@ class Offload:
     seconds: float = 0.0
     started: float = 0.0  # wall clock (time.time()) when the offload began and ended
     finished: float = 0.0
-    resumed_reads: int = 0
+    resumed_reads: int = 0  # times the reads in flight went quiet and holes were asked again
+    repeats: int = 0  # ranges asked for again
 
     def note(self, outcome: Outcome, is_segment: bool) -> None:
         if outcome.status == ingest_rules.STORED:
@@ -122,59 +112,36 @@ class DockSession:
         self.policy_doc = policy_doc or policy.annex()  # the unit policy: duty thresholds
         self.enroll_unknown = enroll_unknown  # trust an unknown recorder on first sight (lab)
         self.expect_fingerprint = expect_fingerprint  # ... or only with this key fingerprint
-        self.timeout = timeout
-        self._rid = 0
-        self._warnings = 0
+        self.exchange = Exchange(transport, timeout)  # requests, repeats, the line model
+        self.stall_s = max(5.0, 10 * timeout)  # a download without a new byte this long ends
         self.identity: Identity | None = None
 
-    # -- request/response ---------------------------------------------------------------
-    def _send(self, mtype: str, **fields: Any) -> int:
-        self._rid += 1
-        msg = messages.make(mtype, rid=self._rid, **fields)
-        self.transport.send(messages.encode_message(msg))
-        return self._rid
+    @property
+    def timeout(self) -> float:
+        return self.exchange.timeout
 
-    def _await(self, rid: int, timeout: float | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            payload = self.transport.receive(max(0.0, remaining)) if remaining > 0 else None
-            if payload is None:
-                raise TransportError(f"no answer to request {rid} in {timeout or self.timeout}s")
-            try:
-                kind, body = messages.parse_payload(payload)
-            except messages.ProtocolError as exc:
-                self._peer_warning("ignored a bad payload from the device: %s", exc)
-                continue
-            if kind != "msg" or body["rid"] != rid:
-                continue  # a late answer to an earlier request
-            if body["t"] == "error":
-                raise DeviceError(body["code"], body["detail"])
-            return body
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.exchange.timeout = seconds
 
-    def request(self, mtype: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
-        # A lost answer (an MQTT broker restart loses what it held, a noisy line drops a frame)
-        # is asked for again, except clock_adjust (relative: never repeated blindly) and the
-        # handshake (its nonce is used up by the first try).
-        tries = 1 if mtype in ("clock_adjust", "hello", "auth") else 3
-        for attempt in range(tries):
-            try:
-                return self._await(self._send(mtype, **fields), timeout)
-            except TransportError:
-                if attempt + 1 == tries:
-                    raise
-                log.warning("no answer to %s; asking again", mtype)
-        raise AssertionError("unreachable")
+    def request(self, mtype: str, timeout: float | None = None, once: bool = False,
+                **fields: Any) -> dict[str, Any]:
+        """Ask the recorder until it answers (host_agent/dock/exchange.py)."""
+        return self.exchange.request(mtype, timeout, once, **fields)
 
     # -- steps ------------------------------------------------------------------------------
     def identify(self, wait: float = 30.0) -> Identity:
         """Say hello until the recorder answers (it may still be booting or recording), then
         prove the dock's authority and have the recorder prove it holds its enrolled key."""
         deadline = time.monotonic() + wait
+        # Each hello gets a fresh nonce, so it is asked again, not repeated: soon when the
+        # answer came damaged (a noisy line), later each time nothing came (a recorder booting).
+        hello_wait = min(HELLO_WAIT_S, self.timeout)
         while True:
+            heard = self.transport.bytes_in
             try:
-                reply = self.request("hello", timeout=1.0, proto=messages.PROTOCOL_VERSION,
-                                     dock=self.dock_id)
+                reply = self.request("hello", timeout=hello_wait, once=True,
+                                     proto=messages.PROTOCOL_VERSION, dock=self.dock_id)
                 ident = Identity(reply["device_id"], reply["fw"], reply["public_key"],
                                  reply["limits"])
                 key = self._trusted_key(ident, reply["unit"])
@@ -187,6 +154,9 @@ class DockSession:
             except TransportError:
                 if time.monotonic() > deadline:
                     raise SessionError(f"no recorder answered on {self.transport.name}") from None
+                hello_wait = (min(1.0, self.timeout, 2 * hello_wait)
+                              if self.transport.bytes_in == heard else
+                              min(HELLO_WAIT_S, self.timeout))
         if self.vault.public_key(ident.device_id) is None:
             self.vault.enroll(ident.device_id, ident.public_key, by=self.dock_id,
                               note="enrolled at first docking (key proved in the handshake)")
@@ -273,7 +243,9 @@ class DockSession:
         items: list[dict[str, Any]] = []
         from_seq = 1
         while True:
-            reply = self.request("list", from_seq=from_seq, limit=64)
+            # As many items as the line carries in one frame (64 at most).
+            limit = max(1, min(64, self.exchange.line.chunk() // _LIST_ITEM_WIRE))
+            reply = self.request("list", from_seq=from_seq, limit=limit)
             for item in reply["items"]:
                 bad = schema.violation(item, _LIST_ITEM) if isinstance(item, dict) else ("item",
                                                                                         "map")
@@ -302,7 +274,8 @@ class DockSession:
             intake = self.vault.intake(ident.device_id)
             done = 0
             for item in items:
-                seq, record, stored = int(item["seq"]), bytes(item["record"]), int(item["stored"])
+                seq, stored = int(item["seq"]), int(item["stored"])
+                record = self._fetch_record(seq, item["size"], item["record_sha256"], result)
                 plan = intake.examine(seq, record, stored)
 
                 def step(n: int, base: int = done) -> None:
@@ -330,7 +303,7 @@ class DockSession:
                 outcome = intake.conclude(plan, None)
             else:
                 with self.vault.incoming() as incoming:
-                    self._download(plan.seq, plan.fetch, incoming, result, progress)
+                    self._download(plan.seq, plan.fetch, incoming.write, result, progress)
                     outcome = intake.conclude(plan, incoming)
             if outcome.status != ingest_rules.REREAD:
                 return outcome
@@ -397,92 +370,104 @@ class DockSession:
         return {"seq": doc["seq"], "record": doc["record"].hex(), "consistent": not detail,
                 "detail": detail}
 
-    def _download(self, seq: int, size: int, incoming: Incoming, result: Offload,
-                  progress: Callable[[int], None]) -> None:
-        """Stream [0, size) of a segment into `incoming`, resuming from the last good byte.
+    def _fetch_record(self, seq: int, size: int, sha256: bytes, result: Offload) -> bytes:
+        """The signed record `seq`, read in chunks like segment data, and checked to be the one
+        the listing named."""
+        record = bytearray()
+        self._download(seq, size, record.extend, result, lambda n: None, part="record")
+        if manifest.record_hash(bytes(record)) != sha256:
+            raise SessionError(f"the recorder's record {seq} is not the one it listed")
+        return bytes(record)
+
+    def _download(self, seq: int, size: int, write: Callable[[Any], Any], result: Offload,
+                  progress: Callable[[int], None], part: str = "data") -> None:
+        """Fetch [0, size) of a segment's data (or, `part` "record", of its signed record) and
+        `write` it in order (host_agent/dock/fetch.py: selective repeat, chunks sized to the
+        line), asking again for what a noisy line lost until it is all in.
 
         Takes at most `size` bytes. A recorder that has fewer ends the download short (the
-        ingest step then judges what came). A peer that stalls, answers with chunks nobody
-        asked for (repeated, out of the window, of another record) or never finishes runs
-        out of patience, never the dock out of time or disk: SessionError after
-        _MAX_FAILURES rewinds without progress, after _JUNK_BYTES of unrequested data since
-        the last good chunk, or past a deadline that grows with the size.
+        ingest step then judges what came). A peer that answers with chunks nobody asked for
+        (repeated, out of the window, of another record) or goes quiet runs out of patience,
+        never the dock out of time or disk: SessionError after _JUNK_BYTES of data that moved
+        nothing since the last new byte, after `stall_s` without a new byte, or past a deadline
+        that grows with the size.
         """
-        window = min(READ_WINDOW, max(1, int(self._limits().get("max_read", READ_WINDOW))))
-        deadline = time.monotonic() + _DEADLINE_BASE_S + size / _DEADLINE_MIN_RATE
-        offset = 0
-        asked = 0  # end of the byte range requested so far
-        inflight = 0
-        failures = 0  # rewinds since the last good chunk
-        junk = 0  # bytes received since the last good chunk that were not the next ones
-        rewound_at = -1
-        last_read = 0
-
-        def rewind(why: str) -> None:
-            nonlocal asked, inflight, failures, rewound_at
-            failures += 1
-            if failures > _MAX_FAILURES:
-                raise SessionError(f"segment {seq}: {why} {failures} times; giving up at byte"
-                                   f" {offset} of {size}")
-            self._peer_warning("segment %d: %s at %d, asking again", seq, why, offset)
-            result.resumed_reads += 1
-            rewound_at = offset
-            asked, inflight = offset, 0  # ZMODEM-style: rewind to the last good byte
-
-        while offset < size:
-            if time.monotonic() > deadline:
+        fetch = Fetch(size, self.exchange.line, int(self._limits().get("chunk", CHUNK_MAX)))
+        started = moved_at = time.monotonic()
+        junk = 0
+        while not fetch.complete:
+            now = time.monotonic()
+            # The deadline grows with the data moved (the signed sizes, not what a recorder
+            # claims to hold), at the slowest rate a line as noisy as this one may bring.
+            deadline = started + _DEADLINE_BASE_S + size / (
+                _DEADLINE_MIN_RATE * max(0.05, limit(self.exchange.line.ber) / limit(0.0)))
+            self.exchange.give_up_at = max(self.exchange.give_up_at, deadline)
+            if now > deadline:
                 raise SessionError(f"segment {seq}: not received within its deadline"
-                                   f" ({offset} of {size} bytes)")
-            while inflight < READ_AHEAD and asked < size:
-                length = min(window, size - asked)
-                last_read = self._send("read", seq=seq, offset=asked, length=length)
-                asked += length
-                inflight += 1
-            payload = self.transport.receive(self.timeout)
+                                   f" ({fetch.front} of {size} bytes)")
+            if now - moved_at > self.stall_s:
+                raise SessionError(f"segment {seq}: stalled: no new byte for"
+                                   f" {now - moved_at:.1f} s (at byte {fetch.front} of {size})")
+            for ask in fetch.next_reads():
+                (start, end), *more = ask.ranges
+                fields: dict[str, Any] = {"seq": seq, "offset": start, "length": end - start,
+                                          "chunk": ask.chunk}
+                if more:
+                    fields["more"] = [[a, b - a] for a, b in more]
+                rid = self.exchange.send("read" if part == "data" else "read_record", **fields)
+                fetch.sent(rid, ask)
+            payload = self.transport.receive(self._quiet_wait(fetch, started))
             if payload is None:
-                rewind("stalled")
+                if fetch.inflight:
+                    self.exchange.warn("segment %d: quiet at %d; asking again for what is"
+                                       " missing", seq, fetch.front)
+                    result.resumed_reads += 1
+                fetch.on_quiet()
                 continue
             try:
                 kind, body = messages.parse_payload(payload)
             except messages.ProtocolError as exc:
                 junk += len(payload)
-                self._peer_warning("ignored a bad payload: %s", exc)
+                self.exchange.warn("ignored a bad payload: %s", exc)
             else:
-                if kind == "data":
-                    chunk_seq, chunk_off, chunk = body
-                    if chunk_seq == seq and chunk_off == offset and chunk:
-                        take = chunk[:size - offset]
-                        incoming.write(take)
-                        offset += len(take)
-                        result.bytes += len(take)
-                        failures = junk = 0
-                        progress(offset)
-                        continue
-                    junk += len(payload)
-                    if chunk_seq == seq and offset < chunk_off < size and rewound_at != offset:
-                        rewind("gap")  # a chunk was lost on the line: ask again at once
+                if kind in ("data", "record"):
+                    chunk_seq, chunk_off, data = body
+                    seen = fetch.duplicates
+                    pieces = (fetch.on_chunk(chunk_off, data)
+                              if chunk_seq == seq and kind == part else [])
+                    if pieces:
+                        for piece in pieces:
+                            write(piece)
+                            if part == "data":
+                                result.bytes += len(piece)
+                        moved_at = time.monotonic()
+                        junk = 0
+                        progress(fetch.front)
+                    elif chunk_seq != seq or fetch.duplicates > seen:
+                        junk += len(payload)  # another record's, or again what came already
                 elif body["t"] == "read_done" and body["seq"] == seq:
-                    inflight = max(0, inflight - 1)
-                    if body["length"] == 0 and body["offset"] <= offset:
-                        return  # the recorder has no more: `offset` bytes is all there is
-                    if body["rid"] == last_read and offset < body["offset"] + body["length"]:
-                        # The last read is done but bytes before its end never arrived: a
-                        # chunk was lost after a rewind. Ask again now, not after a timeout.
-                        rewind("reads done short")
+                    fetch.on_done(body["rid"], body["length"])
                 elif body["t"] == "error":
                     raise DeviceError(body["code"], body["detail"])
                 else:
                     junk += len(payload)
             if junk > _JUNK_BYTES:
                 raise SessionError(f"segment {seq}: the recorder keeps sending what was not"
-                                   f" asked for ({junk} bytes since byte {offset})")
+                                   f" asked for ({junk} bytes since byte {fetch.front})")
+        result.repeats += fetch.repeats
 
-    def _peer_warning(self, fmt: str, *args: Any) -> None:
-        """A warning about what the recorder sent: all of the first few per docking, then
-        one in a thousand (a bad peer must not fill the dock's disk with logs)."""
-        self._warnings += 1
-        if self._warnings <= _WARN_FIRST or self._warnings % _WARN_EVERY == 0:
-            log.warning(fmt + " (warning %d of this docking)", *args, self._warnings)
+    @property
+    def line_ber(self) -> float:
+        """The bit-error rate this docking's losses suggest (0 on a clean line)."""
+        return self.exchange.line.ber
+
+    def _quiet_wait(self, fetch: Fetch, started: float) -> float:
+        """How long nothing may arrive before the reads in flight count as answered as far as
+        they will be: a few round trips plus two chunks at the rate data has come so far."""
+        elapsed = time.monotonic() - started
+        rate = fetch.front / elapsed if fetch.front and elapsed > 0 else 100_000.0
+        wire = 2 * (fetch.chunk() + OVERHEAD)
+        return min(self.timeout, self.exchange.rto() + wire / max(rate, 1e4))
 
     def _limits(self) -> dict[str, Any]:
         return self.identity.limits if self.identity else {}
@@ -551,6 +536,8 @@ def dock(
             "seconds": round(off.seconds, 3),
             "mb_per_s": round(off.mb_per_s, 2),
             "resumed_reads": off.resumed_reads,
+            "repeats": off.repeats,
+            "line_ber": session.line_ber,
         },
         readiness={"ready": ready.ready, "reasons": ready.reasons, "status": ready.status},
         vault=str(session.vault.root),

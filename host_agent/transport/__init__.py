@@ -20,6 +20,7 @@ class Disconnected(TransportError):
 
 class Transport(Protocol):
     name: str
+    bytes_in: int  # bytes received so far, whole or damaged: a silent peer from a noisy line
 
     def open(self) -> None: ...
 

@@ -92,6 +92,7 @@ class MqttTransport:
         self.dropped = 0  # payloads dropped on a full queue (the session re-requests them)
         self.connects = 0
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=QUEUE_MAX)
+        self.bytes_in = 0  # payload bytes received from the device
         self._connected = threading.Event()  # connected and subscribed
         self._answered = threading.Event()  # the broker accepted or refused us
         self._refused: str | None = None
@@ -208,6 +209,7 @@ class MqttTransport:
             self.device_status = msg.payload.decode(errors="replace")
             log.info("%s: device is %s", self.name, self.device_status)
             return
+        self.bytes_in += len(msg.payload)
         try:
             self._queue.put(bytes(msg.payload), timeout=_PUT_WAIT)
         except queue.Full:

@@ -14,6 +14,7 @@ error is an answer) and keep recording; the caller checks the chain afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import threading
@@ -32,8 +33,8 @@ MAX_PAYLOAD = 4000  # the recorder takes request frames up to 4096 bytes
 
 _EXTREMES = [0, -1, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**48, 2**63 - 1, -(2**63),
              2**64 - 1, -(2**64), 10**18]
-_TYPES = ["hello", "auth", "get_status", "ping", "clock_adjust", "list", "read", "release",
-          "head", "policy_set"]
+_TYPES = ["hello", "auth", "get_status", "ping", "clock_adjust", "list", "read", "read_record",
+          "release", "head", "policy_set", "stage", "run"]
 
 
 @dataclass
@@ -58,9 +59,10 @@ class _Fuzzer:
         self.rng = random.Random(seed)
         self.identity = identity
         self.rid = 0
+        self.run_next: bytes | None = None  # the hash of a request staged for the next rid
         self.nonce = b""
         self.device_id = ""
-        self.records: list[tuple[int, bytes]] = []  # (seq, record) seen in listings
+        self.records: list[tuple[int, bytes]] = []  # (seq, record hash) seen in listings
         self.receipts: list[bytes] = []  # receipts made (and replayed) by the fuzzer
 
     # -- values --------------------------------------------------------------------------------
@@ -103,23 +105,29 @@ class _Fuzzer:
         self.rid += 1
         rid, rng = self.rid, self.rng
         # Clock steps and policies each sign an event into the chain: fewer of those.
-        kind = rng.choices(range(6), weights=[30, 2, 35, 20, 1, 12])[0]
+        kind = rng.choices(range(7), weights=[30, 2, 35, 20, 1, 12, 6])[0]
         if kind == 0:
-            return {"t": "read", "rid": rid, "seq": rng.choice([0, 1, 2, 2**32 - 1]),
+            read = {"t": "read", "rid": rid, "seq": rng.choice([0, 1, 2, 2**32 - 1]),
                     "offset": rng.choice([0, 2**48, 2**40, 12345]),
-                    "length": rng.choice([0, 1, messages.MAX_READ])}
+                    "length": rng.choice([0, 1, messages.MAX_READ]),
+                    "chunk": rng.choice([16, 100, 32768, 65536])}
+            if rng.random() < 0.3:  # more ranges: ascending or not, too many, too long
+                read["more"] = [[rng.choice([0, 100, 20000, 2**48]), rng.choice([0, 1, 4096])]
+                                for _ in range(rng.choice([1, 3, messages.READ_RANGES]))]
+            return read
+        if kind == 6:
+            return self._staged(rid)
         if kind == 1:
             return {"t": "clock_adjust", "rid": rid,
                     "delta_us": rng.choice([0, 1, -1, 10**6, -(10**6)]),
                     "uncertainty_us": rng.choice([0, 2**40])}
         if kind == 2 and self.records:
-            seq, record = rng.choice(self.records)
-            receipt = self._receipt(seq, record) if rng.random() < 0.5 else (
+            seq, record_sha256 = rng.choice(self.records)
+            receipt = self._receipt(seq) if rng.random() < 0.5 else (
                 rng.choice(self.receipts) if self.receipts else os.urandom(100))
             other = rng.choice([seq, seq + 1, 0])
             return {"t": "release", "rid": rid, "seq": other,
-                    "manifest_sha256": rng.choice([authority.key_id(record) * 2,
-                                                   os.urandom(32)]),
+                    "manifest_sha256": rng.choice([record_sha256, os.urandom(32)]),
                     "receipt": receipt}
         if kind == 3:
             return {"t": "list", "rid": rid, "from_seq": rng.choice([0, 1, 2**32 - 1]),
@@ -128,7 +136,31 @@ class _Fuzzer:
             return {"t": "policy_set", "rid": rid, "policy": os.urandom(rng.randrange(1, 3800))}
         return {"t": "head", "rid": rid, "nonce": os.urandom(16)}
 
-    def _receipt(self, seq: int, record: bytes) -> bytes:
+    def _staged(self, rid: int) -> dict[str, Any]:
+        """A staged request: a part (maybe past its size, or of another sid), or the run of
+        what was staged (maybe with the wrong hash, or of an inner request that is not one)."""
+        rng = self.rng
+        if self.run_next is not None:  # run what the last request staged whole
+            sha256, self.run_next = self.run_next, None
+            return {"t": "run", "rid": rid, "sha256": sha256}
+        if rng.random() < 0.3:  # stage a whole request (rid + 1), for the next one to run
+            inner_msg = self.in_session()  # takes rid + 1
+            self.rid -= 1
+            inner = (self.encode(inner_msg) if inner_msg["t"] not in ("stage", "run") else
+                     None) or b"M"
+            self.run_next = hashlib.sha256(inner).digest()
+            return {"t": "stage", "rid": rid, "sid": rid + 1, "total": len(inner), "offset": 0,
+                    "data": inner}
+        if rng.random() < 0.5:
+            total = rng.choice([1, 64, messages.STAGE_MAX])
+            return {"t": "stage", "rid": rid, "sid": rng.choice([rid, self.rid - 1, 0]),
+                    "total": total, "offset": rng.choice([0, total - 1, total, 2**40]),
+                    "data": os.urandom(rng.choice([0, 1, 100, 2000]))}
+        inner = self.encode(self.in_session()) or b"M"
+        return {"t": "run", "rid": rid,
+                "sha256": rng.choice([hashlib.sha256(inner).digest(), os.urandom(32)])}
+
+    def _receipt(self, seq: int) -> bytes:
         """A receipt signed by the fuzzer's dock for a record it never stored: status and log
         index made up. Kept to be replayed later for other records."""
         assert self.identity is not None
@@ -239,4 +271,4 @@ def _handshake(fz: _Fuzzer, transport: SerialTransport, replies: list[dict[str, 
         figures.sessions += 1
         listing = ask({"t": "list", "from_seq": 1, "limit": 8})
         if listing and listing["t"] == "records":
-            fz.records = [(it["seq"], it["record"]) for it in listing["items"]]
+            fz.records = [(it["seq"], it["record_sha256"]) for it in listing["items"]]

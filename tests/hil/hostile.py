@@ -17,6 +17,7 @@ from typing import Any
 
 from host_agent.keys import verify
 from protocol import authority, framing, messages
+from protocol.manifest import record_hash
 from tests.factories import RecordChain
 
 Answer = list[bytes]  # payloads to send back
@@ -99,9 +100,15 @@ class HostileRecorder(threading.Thread):
         if t == "list":
             if self.on_list:
                 return self.on_list(req)
-            items = [{"seq": s, "record": r, "stored": n}
+            items = [{"seq": s, "record_sha256": record_hash(r), "size": len(r), "stored": n}
                      for s, (r, _, n) in sorted(self.records.items()) if s >= req["from_seq"]]
             return [self.msg("records", rid=rid, items=items, more=False)]
+        if t == "read_record":
+            record = self.records[req["seq"]][0]
+            part = record[req["offset"]:req["offset"] + req["length"]]
+            return [messages.encode_data(req["seq"], req["offset"], part, messages.KIND_RECORD),
+                    self.msg("read_done", rid=rid, seq=req["seq"], offset=req["offset"],
+                             length=len(part))]
         if t == "read":
             if self.on_read:
                 return self.on_read(req)

@@ -51,7 +51,7 @@ def test_a_host_without_a_certified_dock_can_neither_read_nor_free_nor_step_the_
         stranger = lab_unit(tmp_path / "stranger", "stranger-dock")[1]
         attempts = {
             "list": dict(from_seq=1, limit=64),
-            "read": dict(seq=1, offset=0, length=1 << 20),
+            "read": dict(seq=1, offset=0, length=1 << 20, chunk=32768),
             "release": dict(seq=1, manifest_sha256=record_hash(record),
                             receipt=forged_receipt(stranger, ident["device_id"], 1, record)),
             "ping": dict(t1=0),

@@ -19,6 +19,7 @@ from host_agent.dock.session import DockSession, SessionError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault
 from protocol import messages
+from protocol.manifest import record_hash
 from tests.factories import RecordChain
 from tests.hil.conftest import lab
 from tests.hil.hostile import HostileRecorder
@@ -90,18 +91,26 @@ def test_a_listing_that_never_ends_or_lies_is_refused(tmp_path: Path) -> None:
     with hostile(tmp_path) as (rec, session):
         seq = rec.add_segment(b"z" * 10)
         record = rec.records[seq][0]
-        rec.on_list = lambda req: [rec.msg("records", rid=req["rid"], more=True, items=[
-            {"seq": 1, "record": record, "stored": 10}])]
+        good = {"seq": 1, "record_sha256": record_hash(record), "size": len(record),
+                "stored": 10}
+        rec.on_list = lambda req: [rec.msg("records", rid=req["rid"], more=True, items=[good])]
         with pytest.raises(SessionError, match="goes back"):
             session.offload()
-        for item, why in (({"seq": "1", "record": record, "stored": 1}, "seq"),
-                          ({"seq": 1, "record": record, "stored": -5}, "stored"),
-                          ({"seq": 1, "stored": 1}, "record"),
+        for item, why in (({**good, "seq": "1"}, "seq"),
+                          ({**good, "stored": -5}, "stored"),
+                          ({**good, "size": 10**9}, "size"),
+                          ({**good, "record_sha256": b"short"}, "record_sha256"),
+                          ({"seq": 1, "stored": 1}, "record_sha256"),
                           ("not a map", "item")):
             rec.on_list = lambda req, item=item: [rec.msg("records", rid=req["rid"],
                                                            items=[item], more=False)]
             with pytest.raises(SessionError, match=f"malformed: {why}"):
                 session.offload()
+        # a listing whose record, once read, is not the one it named
+        rec.on_list = lambda req: [rec.msg("records", rid=req["rid"], more=False, items=[
+            {**good, "record_sha256": bytes(32)}])]
+        with pytest.raises(SessionError, match="not the one it listed"):
+            session.offload()
 
 
 def test_a_device_that_stalls_mid_download_is_given_up_in_bounded_time(tmp_path: Path) -> None:

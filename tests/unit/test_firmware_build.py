@@ -46,7 +46,7 @@ def test_every_module_compiles_to_mpy(firmware):
 def test_mpy_build_imports_and_signs_in_a_bounded_heap(firmware):
     out, _ = firmware
     heap = check_device.smoke_test(out)  # raises with MicroPython's output
-    assert heap["heap"] <= 192 * 1024 + 4096
+    assert heap["heap"] <= 200 * 1024 + 4096  # tools/check_device.py HEAPSIZE, and why
     assert 0 < heap["signed"] <= heap["imported"] < heap["heap"]
 
 

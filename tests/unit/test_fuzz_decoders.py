@@ -102,7 +102,8 @@ def test_message_mutations_raise_protocol_error_or_parse_to_a_valid_message(pair
         assert messages.encode_message(body) == data
     else:
         seq, offset, chunk = body
-        assert data[0] == messages.KIND_DATA and len(chunk) == len(data) - 13
+        assert data[0] == (messages.KIND_DATA if kind == "data" else messages.KIND_RECORD)
+        assert len(chunk) == len(data) - messages.DATA_HEADER_SIZE
 
 
 @FUZZ

@@ -100,7 +100,22 @@ def test_data_chunk_layout():
         (b"M" + cbor2.dumps({"t": "ping", "rid": True, "t1": 1}, canonical=True), "must be int"),
         # every request field has a range: extreme values never reach a handler
         (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 2**64 - 1,
-                             "length": 1}, canonical=True), "'offset' must be within"),
+                             "length": 1, "chunk": 64}, canonical=True), "'offset' must be within"),
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 1,
+                             "chunk": 1}, canonical=True), "'chunk' must be within 16..65536"),
+        # more ranges: ascending, after the first, within one read's size, a few at most
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 100, "length": 10,
+                             "chunk": 64, "more": [[50, 10]]}, canonical=True), "ascending"),
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 10,
+                             "chunk": 64, "more": [[20, 0]]}, canonical=True), "ascending"),
+        (b"M" + cbor2.dumps({"t": "read_record", "rid": 1, "seq": 1, "offset": 0, "length": 1,
+                             "chunk": 64, "more": [[2 * i + 2, 1] for i in range(13)]},
+                            canonical=True), "12 ranges at most"),
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 1,
+                             "chunk": 64, "more": [[10, messages.MAX_READ]]}, canonical=True),
+         "more than"),
+        (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 1,
+                             "chunk": 64, "more": [[10, "1"]]}, canonical=True), "ascending"),
         (b"M" + cbor2.dumps({"t": "clock_adjust", "rid": 1, "delta_us": 2**64 - 1,
                              "uncertainty_us": 0}, canonical=True), "'delta_us' must be within"),
         (b"M" + cbor2.dumps({"t": "ping", "rid": -1, "t1": 1}, canonical=True),
@@ -142,3 +157,9 @@ def test_a_request_that_decodes_into_too_many_objects_is_refused():
     every = [v for v in VECTORS["messages"]]
     for v in every:  # every real request fits the bound with room to spare
         messages.parse_payload(bytes.fromhex(v["payload"]), messages.REQUEST_ITEMS)
+
+
+def test_a_read_of_several_ranges_names_them_in_order():
+    msg = messages.check({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 10,
+                          "chunk": 64, "more": [[10, 5], [100, 1]]})
+    assert messages.ranges(msg) == [(0, 10), (10, 5), (100, 1)]
