@@ -2,14 +2,26 @@
 
 The unit's public key is set when the recorder is commissioned (`unit.pub` on its storage) and
 never changes through the dock: a dock can deliver a policy, but only the unit can sign one.
+
+No rollback: a policy is adopted only if its version is higher than that of every policy the
+recorder has held, whatever their ids (`floor`, a counter that only goes up; the annex is
+version 1, so a unit's first policy is version 2 or more). Otherwise any policy the unit ever
+signed, or one it signed under another id, could be replayed to bring back rules it has since
+replaced. The floor is kept on the card with the policy, in one `fs.write_atomic` of
+{"v": 1, "floor": ..., "policy": signed bytes} (CBOR), so a cut leaves both old or both new,
+and a stored policy that no longer verifies (the annex then applies) still leaves the floor.
+A card written by older firmware holds the signed policy alone: its version is the floor.
 """
 
 from device import fs
-from protocol import policy
+from protocol import cbor, policy
+from protocol.compat import const
 from protocol.ed25519 import verify
 
 _POLICY_FILE = "/policy.cose"
 _UNIT_KEY_FILE = "/unit.pub"
+_FORMAT = const(1)
+_COSE_TAG = b"\xd2"  # first byte of a tagged COSE_Sign1: a policy file of older firmware
 
 
 class PolicyStore:
@@ -22,11 +34,15 @@ class PolicyStore:
         except OSError:
             pass
         self.current = policy.annex()
+        self.floor = self.current["version"]  # the highest version held so far
         try:
-            self.current = self._open(fs.read(root + _POLICY_FILE))
+            signed, floor = _unpack(fs.read(root + _POLICY_FILE))
+            self.floor = max(self.floor, floor)
+            self.current = self._open(signed)
+            self.floor = max(self.floor, self.current["version"])
         except OSError:
             pass
-        except policy.PolicyError as exc:
+        except ValueError as exc:  # PolicyError, or a file that is not CBOR
             # Stored policy no longer verifies (damaged card?): the annex applies, loudly.
             log("stored policy rejected, the annex applies: %s" % exc)
         self.name = policy.name(self.current)
@@ -47,10 +63,13 @@ class PolicyStore:
     def adopt(self, signed) -> str:
         """Verify and adopt a signed policy; the old one stays in force on any error."""
         new = self._open(signed)
-        if new["id"] == self.current["id"] and new["version"] <= self.current["version"]:
-            raise policy.PolicyError("policy %s is not newer than %s" % (policy.name(new),
-                                                                          self.name))
-        fs.write_atomic(self._root + _POLICY_FILE, signed)
+        if new["version"] <= self.floor:
+            raise policy.PolicyError(
+                "policy %s is not newer than version %d, the newest this recorder has held"
+                " (%s in force)" % (policy.name(new), self.floor, self.name))
+        fs.write_atomic(self._root + _POLICY_FILE, cbor.encode(
+            {"v": _FORMAT, "floor": new["version"], "policy": bytes(signed)}))
+        self.floor = new["version"]
         self.current = new
         self.name = policy.name(new)
         return self.name
@@ -60,3 +79,15 @@ class PolicyStore:
 
     def row(self, no: int):
         return policy.row(self.current, no)
+
+
+def _unpack(data) -> tuple:
+    """(the signed policy, the floor) from the card's policy file."""
+    if data[:1] == _COSE_TAG:
+        return data, 0
+    doc = cbor.decode(data)
+    if (not isinstance(doc, dict) or doc.get("v") != _FORMAT
+            or not isinstance(doc.get("policy"), bytes)
+            or not isinstance(doc.get("floor"), int) or isinstance(doc.get("floor"), bool)):
+        raise policy.PolicyError("the policy file is not one this firmware wrote")
+    return doc["policy"], doc["floor"]

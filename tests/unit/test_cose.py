@@ -44,7 +44,7 @@ def test_sign_parse_roundtrip_and_signature_over_received_bytes():
 
 
 # The kid (bytes 9-24) is unprotected by design in COSE; host_agent.vault.evidence checks it against
-# the enrolled key instead (tests/unit/test_evidence.py).
+# the enrolled key instead (tests/unit/test_evidence_rules.py).
 @pytest.mark.parametrize("flip_at", [4, 5, 30, 100, 300, -10])
 def test_any_flipped_signed_byte_fails_verification_or_parsing(flip_at):
     v = VECTORS["records"][0]
