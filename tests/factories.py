@@ -8,11 +8,15 @@ valid chain from GENESIS. Other test modules reuse it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from host_agent.vault import Vault
 from host_agent.vault.evidence import key_id
 from protocol import cose, manifest
 
@@ -70,3 +74,14 @@ class RecordChain:
         self.prev = manifest.record_hash(record)
         self.t_us = fields["t_end"]
         return record, fields
+
+
+@contextmanager
+def enrolled_vault(root: Path, chain: RecordChain) -> Iterator[Vault]:
+    """A new vault under `root` with the chain's recorder enrolled (for a pytest fixture)."""
+    vault = Vault.open(root / "vault")
+    vault.enroll(chain.device_id, chain.public_key, by="test")
+    try:
+        yield vault
+    finally:
+        vault.close()

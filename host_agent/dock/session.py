@@ -71,6 +71,7 @@ class Offload:
     finished: float = 0.0
     resumed_reads: int = 0  # times the reads in flight went quiet and holes were asked again
     repeats: int = 0  # ranges asked for again
+    data_seconds: float = 0.0  # of `seconds`, fetching segment data (not records, releases)
 
     def note(self, outcome: Outcome, is_segment: bool) -> None:
         if outcome.status == ingest_rules.STORED:
@@ -455,6 +456,8 @@ class DockSession:
                 raise SessionError(f"segment {seq}: the recorder keeps sending what was not"
                                    f" asked for ({junk} bytes since byte {fetch.front})")
         result.repeats += fetch.repeats
+        if part == "data":
+            result.data_seconds += time.monotonic() - started
 
     @property
     def line_ber(self) -> float:
@@ -534,6 +537,7 @@ def dock(
             "started": off.started,
             "finished": off.finished,
             "seconds": round(off.seconds, 3),
+            "data_seconds": round(off.data_seconds, 3),
             "mb_per_s": round(off.mb_per_s, 2),
             "resumed_reads": off.resumed_reads,
             "repeats": off.repeats,

@@ -75,11 +75,16 @@ def test_a_repeated_release_frees_once_and_answers_the_same(tmp_path: Path) -> N
     assert kept.count(receipt) == 1 and kept.count(b"RS") >= 1
 
 
-def test_a_repeated_policy_is_adopted_once(tmp_path: Path) -> None:
+def unit_policy(tmp_path: Path, version: int) -> bytes:
+    """The annex as the lab's unit signs it, at `version`."""
     unit, _ = lab(tmp_path)
     doc = policy.annex()
-    doc["version"] = 2
-    signed = policy.sign(doc, unit.kid, unit.sign)
+    doc["version"] = version
+    return policy.sign(doc, unit.kid, unit.sign)
+
+
+def test_a_repeated_policy_is_adopted_once(tmp_path: Path) -> None:
+    signed = unit_policy(tmp_path, version=2)
     with docked(tmp_path, **LIVE) as (rec, session):
         ident = session.identify()
         first, again = twice(session, "policy_set", policy=signed)
@@ -117,10 +122,7 @@ def answer(session: DockSession, mtype: str, **fields: Any) -> dict[str, Any]:
 def test_a_staged_policy_run_twice_is_adopted_once(tmp_path: Path) -> None:
     """A request too large for the line goes in parts and is run by a small `run`: repeated,
     the run answers the same and the policy is adopted once."""
-    unit, _ = lab(tmp_path)
-    doc = policy.annex()
-    doc["version"] = 3
-    signed = policy.sign(doc, unit.kid, unit.sign)
+    signed = unit_policy(tmp_path, version=3)
     with docked(tmp_path, **LIVE) as (rec, session):
         ident = session.identify()
         rid = session.exchange.next_rid()

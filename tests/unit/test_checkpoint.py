@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from host_agent.vault import Vault, VaultError, log, schema
 from host_agent.vault import checkpoint as notes
 from protocol import authority
-from tests.factories import RecordChain
+from tests.factories import RecordChain, enrolled_vault
 from tests.micropython_runner import REPO
 
 DEVICE = "SIM-CP"
@@ -69,10 +69,8 @@ def chain() -> RecordChain:
 
 @pytest.fixture
 def vault(tmp_path: Path, chain: RecordChain):
-    v = Vault.open(tmp_path / "vault")
-    v.enroll(DEVICE, chain.public_key, by="test")
-    yield v
-    v.close()
+    with enrolled_vault(tmp_path, chain) as v:
+        yield v
 
 
 def store(vault: Vault, chain: RecordChain, n: int) -> None:

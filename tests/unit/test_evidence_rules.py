@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from host_agent.vault import Vault, VaultError, evidence, timeline
 from host_agent.vault.evidence import EvidenceError
 from protocol import cbor, cose, manifest
-from tests.factories import RecordChain
+from tests.factories import RecordChain, enrolled_vault
 
 DEVICE = "SIM-RULES"
 
@@ -31,10 +31,8 @@ def chain() -> RecordChain:
 
 @pytest.fixture
 def vault(tmp_path: Path, chain: RecordChain):
-    v = Vault.open(tmp_path / "vault")
-    v.enroll(DEVICE, chain.public_key, by="test")
-    yield v
-    v.close()
+    with enrolled_vault(tmp_path, chain) as v:
+        yield v
 
 
 def code_of(fn: Any, *args: Any) -> str:

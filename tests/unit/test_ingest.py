@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from host_agent.vault import Vault, VaultError, evidence, ingest
 from protocol import authority, cbor, cose, manifest
-from tests.factories import RecordChain
+from tests.factories import RecordChain, enrolled_vault
 
 DEVICE = "SIM-INGEST"
 
@@ -30,10 +30,8 @@ def chain() -> RecordChain:
 
 @pytest.fixture
 def vault(tmp_path: Path, chain: RecordChain):
-    v = Vault.open(tmp_path / "vault")
-    v.enroll(DEVICE, chain.public_key, by="test")
-    yield v
-    v.close()
+    with enrolled_vault(tmp_path, chain) as v:
+        yield v
 
 
 def event(chain: RecordChain, name: str = "bookmark", **detail: Any) -> tuple[bytes, dict]:
