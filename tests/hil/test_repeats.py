@@ -13,7 +13,7 @@ import pytest
 
 from host_agent.dock.session import DockSession, dock
 from host_agent.vault import timeline
-from protocol import authority, cbor, messages, policy
+from protocol import authority, messages, policy
 from protocol.manifest import record_hash
 from tests.hil.conftest import device_records, docked, lab
 
@@ -137,10 +137,35 @@ def test_a_staged_policy_run_twice_is_adopted_once(tmp_path: Path) -> None:
     assert [e["detail"]["policy"] for e in adopted] == ["gx-water-2019/3"]
 
 
+def test_a_run_runs_exactly_what_was_staged_under_its_rid(tmp_path: Path) -> None:
+    """`run` names the staged request by its rid and hash: nothing staged, the right hash under
+    another rid, or the right rid with another hash runs nothing; a second request staged
+    under another rid (of the very same size) replaces the first."""
+    with docked(tmp_path, **LIVE) as (rec, session):
+        rec.wait_for("ready for the dock")
+        ex = session.exchange
+        session.request("hello", once=True, proto=1, dock="a stranger")
+        nothing = answer(session, "run", rid=ex.next_rid(), sha256=os.urandom(32))
+        assert (nothing["t"], nothing["code"]) == ("error", messages.E_NOT_STAGED)
+        first, second = ex.next_rid(), ex.next_rid()
+        requests = {rid: messages.encode_message(messages.make("get_status", rid=rid))
+                 for rid in (first, second)}
+        assert len(requests[first]) == len(requests[second])
+        ex._stage(first, requests[first], give_up_at=float("inf"))
+        for rid, digest in ((second, hashlib.sha256(requests[first]).digest()),
+                            (first, hashlib.sha256(requests[second]).digest())):
+            refused = answer(session, "run", rid=rid, sha256=digest)
+            assert (refused["t"], refused["code"]) == ("error", messages.E_NOT_STAGED)
+        ex._stage(second, requests[second], give_up_at=float("inf"))
+        status = answer(session, "run", rid=second,
+                        sha256=hashlib.sha256(requests[second]).digest())
+        assert status["t"] == "status", status
+
+
 def test_staging_takes_only_what_it_may(tmp_path: Path) -> None:
-    """What a hostile host might stage: a part past the size it declared, a run of a hash never
-    staged, a staged hello (which must be fresh) or a request whose rid is not the run's, and
-    before a dock proved its authority, a staged request that needs it."""
+    """What a hostile host might stage: a part past the size it declared, a staged hello
+    (which must be fresh), a request whose rid is not the run's, a data chunk, and before a
+    dock proved its authority, a staged request that needs it."""
     with docked(tmp_path, **LIVE) as (rec, session):
         rec.wait_for("ready for the dock")
         ex = session.exchange
@@ -153,12 +178,14 @@ def test_staging_takes_only_what_it_may(tmp_path: Path) -> None:
         run = ex._stage(rid, gated, give_up_at=float("inf"))  # no authority yet: refused
         refused = answer(session, "run", rid=rid, sha256=messages.parse_payload(run)[1]["sha256"])
         assert (refused["t"], refused["code"]) == ("error", messages.E_UNAUTHORIZED)
-        unknown = answer(session, "run", rid=ex.next_rid(), sha256=os.urandom(32))
-        assert (unknown["t"], unknown["code"]) == ("error", messages.E_NOT_STAGED)
-        for inner in ({"t": "hello", "proto": 1, "dock": "x"}, {"t": "ping"}):
+        for what in ("hello", "another rid", "a data chunk"):
             rid = ex.next_rid()
-            body = b"M" + cbor.encode({**inner, "rid": rid + (inner["t"] == "ping")})
+            body = {"hello": messages.encode_message(
+                        messages.make("hello", rid=rid, proto=1, dock="x")),
+                    "another rid": messages.encode_message(
+                        messages.make("get_status", rid=rid + 1)),
+                    "a data chunk": messages.encode_data(1, 0, b"x" * 40)}[what]
             ex._stage(rid, body, give_up_at=float("inf"))
             bad = answer(session, "run", rid=rid, sha256=hashlib.sha256(body).digest())
-            assert (bad["t"], bad["code"]) == ("error", messages.E_BAD_REQUEST), inner
+            assert (bad["t"], bad["code"]) == ("error", messages.E_BAD_REQUEST), what
         assert session.identify().device_id  # and the recorder serves a true dock after all

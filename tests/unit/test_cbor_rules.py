@@ -82,3 +82,20 @@ def test_what_is_refused_says_why(data: bytes, why: str) -> None:
 def test_decode_from_refuses_an_offset_outside_the_buffer(offset: object) -> None:
     with pytest.raises(cbor.CBORError, match="outside the buffer"):
         cbor.decode_from(b"\x01", offset)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", [b"\xc3\x7f", b"\xc3\xc0"])
+def test_the_strict_check_refuses_a_two_byte_sequence_whose_continuation_is_out_of_80_to_bf(
+        raw: bytes) -> None:
+    """0x7F and 0xC0 sit just outside the continuation range, on either side."""
+    assert cbor._utf8_is_valid(raw) is False
+
+
+def test_the_strict_check_refuses_the_overlong_lead_byte_c1() -> None:
+    assert cbor._utf8_is_valid(b"\xc1\x80") is False  # would be U+0040, "@", overlong
+
+
+@pytest.mark.parametrize("raw", [b"\xe1\x80\x41", b"\xf1\x80\x80\x41"])
+def test_the_strict_check_refuses_a_sequence_whose_last_continuation_byte_is_ascii(
+        raw: bytes) -> None:
+    assert cbor._utf8_is_valid(raw) is False

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host_agent.vault import Vault, VaultError, evidence, timeline
+from host_agent.vault import Vault, VaultError, evidence, ingest, timeline
 from host_agent.vault.evidence import EvidenceError
 from protocol import cbor, cose, manifest
 from tests.factories import RecordChain, enrolled_vault
@@ -329,8 +329,6 @@ def test_a_clean_segment_has_no_data_quarantined(vault: Vault, chain: RecordChai
 
 def test_a_record_quarantined_incomplete_before_is_held_not_released(
         tmp_path: Path, chain: RecordChain) -> None:
-    from host_agent.vault import ingest
-
     with Vault.open(tmp_path / "v") as v:
         v.enroll(DEVICE, chain.public_key, by="t")
         intake = ingest.Intake(v, DEVICE, chain.public_key, suspect_data_max=4)
@@ -429,3 +427,25 @@ def test_a_phase_collects_its_segments_time_and_gaps(chain: RecordChain) -> None
     assert [g["seq"] for g in phase.gaps] == [6]
     assert phase.findings == ["recording broke: power_loss (gap record 6)"]
     assert [e["event"] for e in phase.events] == ["notice_given", "phase_ended"]
+
+
+def test_a_protected_header_that_is_not_cbor_is_a_cose_error() -> None:
+    with pytest.raises(cose.CoseError, match="protected header: truncated"):
+        cose.parse_sign1(_envelope(b"", _KID, b"payload"))
+
+
+def test_a_plan_to_take_a_record_the_vault_lacks_names_no_log_entry(
+        vault: Vault, chain: RecordChain) -> None:
+    record, _ = chain.next_segment(b"new")
+    plan = vault.intake(DEVICE).examine(1, record, 3)
+    assert (plan.action, plan.log_index) == ("take", -1)
+
+
+def test_an_event_whose_stray_data_was_cut_at_the_suspect_limit_is_stored_not_released(
+        tmp_path: Path, chain: RecordChain) -> None:
+    with Vault.open(tmp_path / "v") as v:
+        v.enroll(DEVICE, chain.public_key, by="t")
+        intake = ingest.Intake(v, DEVICE, chain.public_key, suspect_data_max=4)
+        record = chain.sign(_event(chain, "bookmark", {}))
+        outcome = intake.offer(1, record, b"0123456789")  # only 4 of the 10 bytes are taken
+    assert (outcome.status, outcome.data_quarantined, outcome.release) == ("stored", True, False)

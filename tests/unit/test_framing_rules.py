@@ -62,3 +62,11 @@ def test_the_buffer_stays_bounded_over_many_frames() -> None:
         assert d.next_frame() == bytes(1000)
     assert d.buffered() == 0
     assert len(d._buf) <= 2 * len(frame)  # consumed bytes are dropped, not kept
+
+
+def test_noise_longer_than_the_frame_before_it_is_counted_once() -> None:
+    d = FrameDecoder()
+    d.receive_data(encode_frame(b"one") + bytes(100))  # more noise than frame: no compaction
+    assert d.next_frame() == b"one"
+    assert d.next_frame() is None
+    assert (d.noise_bytes, d.take_noise()) == (100, bytes(100))
