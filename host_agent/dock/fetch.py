@@ -36,6 +36,7 @@ READS_IN_FLIGHT = 2  # reads kept asked for, at least ...
 READS_MAX = 8  # ... and up to this many while they ask for little (a noisy line's small
 FLIGHT_MIN = 1 << 16  # windows, repeats of holes): FLIGHT_MIN bytes or two windows in all
 WINDOW_MAX = 1 << 20  # bytes one read asks for at most
+PROBE_MAX = 256  # bytes a tail loss probe asks for at most
 OVERHEAD = framing.OVERHEAD + messages.DATA_HEADER_SIZE  # wire bytes per chunk beyond its data
 
 
@@ -149,14 +150,18 @@ class Ask:
 
     ranges: list[tuple[int, int]]
     chunk: int
+    probe: bool = False  # a tail loss probe (Fetch._probe)
     got: list[tuple[int, int]] = field(default_factory=list)  # (offset, end) of chunks seen
 
     @property
     def length(self) -> int:
         return sum(b - a for a, b in self.ranges)
 
-    def holds(self, offset: int) -> bool:
-        return any(a <= offset < b for a, b in self.ranges)
+    def holds(self, offset: int, exactly: bool = False) -> bool:
+        """Whether a chunk at `offset` is one this read asked for (`exactly`: one it sends,
+        on its grid of `chunk`-byte steps from each range's start)."""
+        return any(a <= offset < b and not (exactly and (offset - a) % self.chunk)
+                   for a, b in self.ranges)
 
     def end_after(self, sent: int) -> int:
         """Where the segment ends if the recorder had `sent` of the bytes asked for."""
@@ -227,11 +232,29 @@ class Fetch:
                 ranges = [(self.asked, min(self.size, self.asked + window))]
                 self.asked = ranges[0][1]
             else:
+                probe = self._probe(out, chunk)
+                if probe is not None:
+                    out.append(probe)
                 break
             read = Ask(ranges, chunk)
             out.append(read)
             asked += read.length
         return out
+
+    def _probe(self, out: list[Ask], chunk: int) -> Ask | None:
+        """All is asked for and reads are in flight: on a line that loses frames, a small read
+        of the last bytes still missing, sent after them (like TCP's tail loss probe). Its
+        answer settles the reads before it by order, so a loss at the end of what was asked
+        for is asked for again at once instead of after a quiet wait; and if the last chunk
+        was what got lost, the probe brings it."""
+        if self.line.ber <= 0 or not (self.inflight or out) or any(
+                r.probe for r in self.inflight.values()):
+            return None
+        missing = self._missing(self.front, self.size)
+        if not missing:
+            return None
+        start, end = missing[-1]
+        return Ask([(max(start, end - min(chunk, PROBE_MAX)), end)], chunk, probe=True)
 
     def sent(self, rid: int, read: Ask) -> None:
         self.inflight[rid] = read
@@ -244,26 +267,30 @@ class Fetch:
         if not data or end > self.size or not self._missing(offset, end):
             self.duplicates += len(data)
             return []
-        for rid, read in self.inflight.items():
-            if read.holds(offset):
-                read.got.append((offset, end))
-                self._heard(rid)
-                break
+        # Whose answer it is: the read that sends a chunk at this offset (a probe and the
+        # read it follows ask for the same bytes on different grids), else any that holds it.
+        rid = next((r for exactly in (True, False) for r, read in self.inflight.items()
+                    if read.holds(offset, exactly)), None)
+        out: list[bytes | memoryview] = []
         if offset > self.front:
             if len(data) > len(self.early.get(offset, b"")):
                 self.early[offset] = bytes(data)
-            return []
-        out: list[bytes | memoryview] = [data[self.front - offset:]]
-        self.front = end
-        while True:  # the pieces that came early and now join the front
-            joining = [o for o in self.early if o <= self.front]
-            if not joining:
-                return out
-            for o in sorted(joining):
-                piece = self.early.pop(o)
-                if o + len(piece) > self.front:
-                    out.append(piece[self.front - o:])
-                    self.front = o + len(piece)
+        else:
+            out.append(data[self.front - offset:])
+            self.front = end
+            joining = True
+            while joining:  # the pieces that came early and now join the front
+                joining = False
+                for o in sorted(o for o in self.early if o <= self.front):
+                    piece = self.early.pop(o)
+                    joining = True
+                    if o + len(piece) > self.front:
+                        out.append(piece[self.front - o:])
+                        self.front = o + len(piece)
+        if rid is not None:  # the chunk is held now: settling the reads before it sees it
+            self.inflight[rid].got.append((offset, end))
+            self._heard(rid)
+        return out
 
     def on_done(self, rid: int, sent: int | None = None) -> None:
         """The recorder finished read `rid`, having had `sent` of the bytes asked for (fewer:

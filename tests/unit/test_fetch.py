@@ -122,8 +122,9 @@ def test_holes_are_asked_for_again_in_one_read() -> None:
         f.on_chunk(at, b"z" * c)
     f.on_done(1, 8192)
     assert f.holes == [(2048, 4096), (6144, 8192)]
-    [again] = f.next_reads()
+    again, probe = f.next_reads()  # the holes, and a probe of the last bytes missing
     assert again.ranges == [(2048, 4096), (6144, 8192)] and f.repeats == 2
+    assert probe.probe and probe.ranges == [(8192 - 256, 8192)]
     f.sent(2, again)
     assert f.on_chunk(2048, b"a" * c) == [b"a" * c, b"z" * c]
     f.on_done(2, 2048)  # the recorder had 2048 of the bytes asked for: its segment ends at 6144
@@ -171,3 +172,21 @@ def test_a_late_chunk_that_overlaps_a_repeat_yields_each_byte_once() -> None:
     out += b"".join(bytes(p) for p in f.on_chunk(0, data[0:400]))
     assert out == data and f.complete
     assert f.on_chunk(100, data[100:200]) == []
+
+
+def test_a_loss_at_the_tail_is_asked_for_again_without_waiting_for_silence() -> None:
+    """The last chunk of a read and its read_done are lost: the tail loss probe sent after the
+    read answers, which settles the read by order, so the hole is known at once."""
+    line = LineModel()
+    line.note(1024, 200, 1)  # a line seen to lose a chunk now and then
+    f = Fetch(4096, line, max_chunk=512)
+    read, probe = f.next_reads()
+    assert (read.ranges, read.chunk, read.probe) == ([(0, 4096)], 512, False)
+    assert probe.probe and probe.ranges == [(4096 - 256, 4096)]
+    f.sent(1, read)
+    f.sent(2, probe)
+    for at in range(0, 4096 - 512, 512):  # all but the last chunk, and no read_done
+        f.on_chunk(at, b"d" * 512)
+    assert f.on_chunk(4096 - 256, b"p" * 256) == []  # the probe's answer: past a hole
+    assert f.holes == [(4096 - 512, 4096 - 256)] and list(f.inflight) == [2]
+    assert f.next_reads()[0].ranges == [(4096 - 512, 4096 - 256)]
