@@ -30,6 +30,7 @@ import vfs
 
 sys.path.append("tests/mpy")
 import crash_points as cp  # noqa: E402
+from cards import add_events, card, fake_record, ok, write  # noqa: E402
 
 from device import fs  # noqa: E402
 from device.store import RecordStore  # noqa: E402
@@ -37,37 +38,6 @@ from protocol import cose, manifest  # noqa: E402
 from protocol.manifest import record_hash  # noqa: E402
 
 UNIT_PUB, POLICY = cp.make_policy()
-
-
-def ok(name, cond, detail=""):
-    if not cond:
-        print("FAIL", name, detail)
-        sys.exit(1)
-    print("ok  ", name)
-
-
-def card(kind, blocks=256):
-    cp.mount(kind, cp.fresh_card(kind, blocks), "/t")
-    fs._gens.clear()
-    return "/t"
-
-
-def fake_record(seq, prev, kind="event"):
-    fields = {"v": 1, "kind": kind, "device_id": "SIM-T", "seq": seq, "prev": prev,
-              "policy": "p/1", "fw": "t", "t": seq, "clock": {}, "event": "bookmark",
-              "detail": {}, "phase": {}}
-    return cose.sign1(manifest.encode(fields), bytes(16), lambda m: bytes(64)), fields
-
-
-def add_events(store, count):
-    for _ in range(count):
-        raw, fields = fake_record(store.head_seq + 1, store.head_hash)
-        store.add(store.head_seq + 1, None, raw, fields)
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def check_foreign(kind):
