@@ -191,7 +191,9 @@ def skip_items(session: Path, src: Path, mod: Module, keep: list[str],
                 if leaf is not None and leaf.value == "%" and prev is not None and (
                         prev.type in ("string", "strings", "fstring")):
                     why = "format"
-            if not why and rng.random() >= mod.sample:
+            # The sample is drawn once, over all of a module's mutants; a re-run of the
+            # survivors must not draw again from them alone (that would drop some unrun).
+            if not why and not annotations_only and rng.random() >= mod.sample:
                 why = "sample"
             if why:
                 counts[why] += 1
