@@ -23,6 +23,7 @@ verified against the CA, and its name against `server_hostname` (default: the ho
 """
 
 import asyncio
+import errno
 import socket
 import struct
 import time
@@ -43,7 +44,6 @@ _MAX_REMAINING = const(268435455)  # the largest length a 4-byte varint can say
 PUBLISH_HEAD_MAX = const(7)  # fixed header (1 + 4-byte length) + topic length (2), QoS 0
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
-_EINPROGRESS = const(115)
 _INBOX_MAX = const(8)  # received publishes waiting for the caller; more are dropped
 
 
@@ -276,7 +276,7 @@ class MqttClient:
         try:
             sock.connect(addr)
         except OSError as exc:
-            if exc.errno != _EINPROGRESS:
+            if exc.errno != errno.EINPROGRESS:  # the port's own (Linux 115, ESP32 119)
                 sock.close()
                 raise
         if self.tls is not None:
