@@ -41,7 +41,7 @@ READ_RANGES = const(13)  # ranges one read may ask for: offset/length and 12 mor
 STAGE_MAX = const(4096)  # bytes of a staged request's payload, at most
 REQUEST_ITEMS = const(64)  # CBOR items a request decodes into, at most (the largest has 11)
 _RID = ("rid", _I, 0, _U32)
-_SEQ = ("seq", _I, 0, _U32)
+_SEQ = ("seq", _I, 1, _U32)  # records are numbered from 1: no request names a 0
 _NONCE = const(16)  # protocol.authority.NONCE_SIZE
 _HASH = const(32)
 

@@ -103,6 +103,9 @@ def test_data_chunk_layout():
                              "length": 1, "chunk": 64}, canonical=True), "'offset' must be within"),
         (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 0, "length": 1,
                              "chunk": 1}, canonical=True), "'chunk' must be within 16..65536"),
+        # records are numbered from 1: a request for record 0 names a file that is no record
+        (b"M" + cbor2.dumps({"t": "release", "rid": 1, "seq": 0, "manifest_sha256": bytes(32),
+                             "receipt": b"r"}, canonical=True), "'seq' must be within 1.."),
         # more ranges: ascending, after the first, within one read's size, a few at most
         (b"M" + cbor2.dumps({"t": "read", "rid": 1, "seq": 1, "offset": 100, "length": 10,
                              "chunk": 64, "more": [[50, 10]]}, canonical=True), "ascending"),
