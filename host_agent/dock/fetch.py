@@ -84,7 +84,6 @@ class LineModel:
     ber: float = 0.0
     cap: int = START_CHUNK
     lost: int = 0  # chunks lost in all
-    delivered: int = 0
 
     def note(self, chunk: int, delivered: int, lost: int) -> None:
         """An answered read of `chunk`-byte chunks: `delivered` arrived whole, `lost` did not."""
@@ -93,7 +92,6 @@ class LineModel:
         self._add(chunk + OVERHEAD, delivered + lost, lost)
         self.answered += 1
         self.lost += lost
-        self.delivered += delivered
         if not lost and chunk >= self.cap:
             self.cap = min(CHUNK_MAX, 2 * self.cap)
 

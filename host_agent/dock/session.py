@@ -542,6 +542,7 @@ def dock(
             "resumed_reads": off.resumed_reads,
             "repeats": off.repeats,
             "line_ber": session.line_ber,
+            "staged_requests": session.exchange.staged,  # requests that went in parts
         },
         readiness={"ready": ready.ready, "reasons": ready.reasons, "status": ready.status},
         vault=str(session.vault.root),
