@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from host_agent.cli.options import host_port
-from host_agent.cli.output import ProgressBar, emit, json_default
+from host_agent.cli.output import ProgressBar, emit, fail, json_default
 from host_agent.cli.unit_commands import add_identity_option, load_identity
 from host_agent.dock import DockSession, SessionError, dock
 from host_agent.keys import DockIdentity
@@ -145,8 +145,7 @@ def cmd_dock_many(args: argparse.Namespace) -> int:
                             identity_dir=args.identity, enroll_unknown=args.enroll_unknown,
                             policy=signed, baudrate=args.baud)
     except (VaultError, ValueError) as exc:
-        print(f"dock-many: {exc}", file=sys.stderr)
-        return 2
+        return fail("dock-many", exc)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, default=json_default))
     else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from host_agent.cli.dock_commands import mqtt_transport
 from host_agent.cli.options import int_in
-from host_agent.cli.output import ProgressBar, emit
+from host_agent.cli.output import ProgressBar, emit, fail
 from host_agent.dock import DockSession, SessionError, dock
 from host_agent.keys import KeyFileError, public_key
 from host_agent.transport import TransportError
@@ -67,7 +67,7 @@ def _need_micropython(command: str) -> bool:
     try:
         micropython_command()
     except RuntimeError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
+        fail(command, exc)
         return False
     return True
 

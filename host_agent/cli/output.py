@@ -13,6 +13,15 @@ from typing import Any
 from host_agent.dock import DockReport
 
 
+def fail(what: str, exc: BaseException) -> int:
+    """Say on stderr, in one line, why `what` failed (a file error as `file: reason`, never a
+    traceback); the exit code for it, 2."""
+    reason = (f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename
+              else str(exc))
+    print(f"{what}: {reason}", file=sys.stderr)
+    return 2
+
+
 class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({

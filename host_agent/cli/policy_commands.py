@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from host_agent.cli.output import fail
 from host_agent.vault import key_id
 from protocol import policy
 
@@ -30,12 +31,8 @@ def cmd_policy_sign(args: argparse.Namespace) -> int:
         public = private.public_key().public_bytes_raw()
         signed = policy.sign(doc, key_id(public), private.sign)
         out.write_bytes(signed)
-    except OSError as exc:
-        print(f"policy sign: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except (ValueError, policy.PolicyError) as exc:
-        print(f"policy sign: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError, policy.PolicyError) as exc:
+        return fail("policy sign", exc)
     print(f"signed {policy.name(doc)} into {out} ({len(signed)} bytes)")
     return 0
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from host_agent.cli.options import int_in
+from host_agent.cli.output import fail
 from host_agent.keys import DockIdentity, KeyFileError, UnitKey, public_key
 from protocol import authority
 
@@ -33,8 +33,7 @@ def load_identity(path: str, command: str) -> DockIdentity:
     try:
         return DockIdentity.load(Path(path))
     except KeyFileError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(fail(command, exc)) from None
 
 
 def _rights(text: str) -> tuple[str, ...]:
@@ -50,8 +49,7 @@ def cmd_unit_keygen(args: argparse.Namespace) -> int:
     try:
         unit = UnitKey.create(Path(args.out))
     except KeyFileError as exc:
-        print(f"unit keygen: {exc}", file=sys.stderr)
-        return 2
+        return fail("unit keygen", exc)
     print(f"unit key in {Path(args.out) / 'unit.key'} (keep it offline); public key "
           f"{unit.public.hex()}\ncommission recorders with {Path(args.out) / 'unit.pub'}")
     return 0
@@ -80,8 +78,7 @@ def cmd_unit_certify(args: argparse.Namespace) -> int:
             where = f"written to {out}; install it with `bodycam dock-identity install`"
             ident = None
     except (KeyFileError, OSError) as exc:
-        print(f"unit certify: {exc}", file=sys.stderr)
-        return 2
+        return fail("unit certify", exc)
     kid = authority.key_id(dock_pub).hex()
     print(f"certified dock {args.dock_id} (key id {kid}) for {args.days} days to "
           f"{', '.join(args.may)}; {where}")
@@ -94,8 +91,7 @@ def cmd_identity_new(args: argparse.Namespace) -> int:
     try:
         public = DockIdentity.create_key(Path(args.dir))
     except KeyFileError as exc:
-        print(f"dock-identity new: {exc}", file=sys.stderr)
-        return 2
+        return fail("dock-identity new", exc)
     print(f"dock key in {Path(args.dir) / 'dock.key'}; public key {public.hex()}\n"
           f"take {Path(args.dir) / 'dock.pub'} to the unit: bodycam unit certify --dock-key ...")
     return 0
@@ -105,12 +101,8 @@ def cmd_identity_install(args: argparse.Namespace) -> int:
     try:
         cert = Path(args.cert).read_bytes()
         ident = DockIdentity.install_cert(Path(args.dir), cert, public_key(args.unit_key))
-    except OSError as exc:
-        print(f"dock-identity install: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except KeyFileError as exc:
-        print(f"dock-identity install: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, KeyFileError) as exc:
+        return fail("dock-identity install", exc)
     print(f"dock {ident.dock_id} may {', '.join(ident.cert_doc['may'])}; identity in {args.dir}")
     return 0
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import sys
 from pathlib import Path
 
-from host_agent.cli.output import ProgressBar, format_phase, json_default
+from host_agent.cli.output import ProgressBar, fail, format_phase, json_default
+from host_agent.keys import KeyFileError, public_key
 from host_agent.vault import Vault, VaultError
 
 
@@ -16,20 +16,18 @@ def _existing_vault(path: str, command: str) -> Vault | None:
     try:
         return Vault.open(path, create=False)
     except VaultError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
+        fail(command, exc)
         return None
 
 
 def _unit_key(text: str | None) -> bytes | None:
+    """--unit-key: 64 hex digits or a unit.pub file, as everywhere (keys.public_key)."""
     if text is None:
         return None
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise VaultError(f"--unit-key {text!r} is not 64 hex digits (a 32-byte Ed25519 key)")
-    return key
+        return public_key(text)
+    except KeyFileError as exc:
+        raise VaultError(f"--unit-key {exc}") from None
 
 
 def _dock_cert(path: str) -> bytes:
@@ -56,8 +54,7 @@ def cmd_vault_verify(args: argparse.Namespace) -> int:
                 unit_key=_unit_key(args.unit_key),
                 dock_certs=[_dock_cert(p) for p in args.dock_cert])
         except VaultError as exc:
-            print(f"vault verify: {exc}", file=sys.stderr)
-            return 2
+            return fail("vault verify", exc)
         records = vault.record_count()
     problems = report.problems
     if args.json:
@@ -115,9 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--witness", action="append", default=[], metavar="DIR",
                    help="a directory of kept checkpoint notes, e.g. another machine's copies"
                         " (repeatable)")
-    v.add_argument("--unit-key", metavar="HEX",
-                   help="the unit's public key: checkpoints count only if signed by a dock key"
-                        " the unit certified")
+    v.add_argument("--unit-key", metavar="HEX|FILE",
+                   help="the unit's public key (hex, or unit.pub): checkpoints count only if"
+                        " signed by a dock key the unit certified")
     v.add_argument("--dock-cert", action="append", default=[], metavar="FILE",
                    help="a unit-signed dock certificate (with --unit-key), besides those the"
                         " vault recorded (repeatable)")

@@ -249,7 +249,8 @@ def test_a_suspect_record_gets_a_bounded_fetch_and_stays_held(
         assert vault.verify() == []
 
 
-def test_two_reads_that_differ_keep_nothing(vault: Vault, chain: RecordChain) -> None:
+def two_bad_reads(vault: Vault, chain: RecordChain) -> list:
+    """A 4-byte segment read twice, both times with bytes other than the signed ones."""
     record, _ = chain.next_segment(b"good")
     intake = vault.intake(DEVICE)
     plan = intake.examine(1, record, 4)
@@ -258,6 +259,11 @@ def test_two_reads_that_differ_keep_nothing(vault: Vault, chain: RecordChain) ->
         with vault.incoming() as inc:
             inc.write(got)
             outcomes.append(intake.conclude(plan, inc))
+    return outcomes
+
+
+def test_two_reads_that_differ_keep_nothing(vault: Vault, chain: RecordChain) -> None:
+    outcomes = two_bad_reads(vault, chain)
     assert [o.status for o in outcomes] == ["reread", "held"]
     assert not outcomes[-1].release
     assert vault.records(DEVICE) == [] and vault.quarantined() == []
@@ -335,14 +341,7 @@ def test_each_outcome_names_the_log_entry_that_holds_it(vault: Vault, chain: Rec
 
 def test_a_record_the_vault_holds_nothing_of_has_no_log_entry(
         vault: Vault, chain: RecordChain) -> None:
-    record, _ = chain.next_segment(b"good")
-    intake = vault.intake(DEVICE)
-    plan = intake.examine(1, record, 4)
-    outcomes = []
-    for got in (b"bad1", b"bad2"):
-        with vault.incoming() as inc:
-            inc.write(got)
-            outcomes.append(intake.conclude(plan, inc))
+    outcomes = two_bad_reads(vault, chain)
     assert [(o.status, o.log_index) for o in outcomes] == [("reread", -1), ("held", -1)]
     assert "log_index" not in outcomes[-1].to_dict()
 
