@@ -115,6 +115,7 @@ class Exchange:
         staged: bytes | None = None  # the run request, once the payload is on the recorder
         wait = self.rto()
         tries = 0
+        lost_stage = False  # the recorder answered the last run with not_staged
         while True:
             heard = self.transport.bytes_in
             if staged is None and not once and self._stage_it(len(payload), tries):
@@ -125,9 +126,9 @@ class Exchange:
             try:
                 got = self.await_answer((rid,), max(0.0, min(wait, t0 + limit_s - sent_at)))
             except DeviceError as exc:
-                if staged is None or exc.code != messages.E_NOT_STAGED:
-                    raise
-                staged, got = None, None  # the recorder lost it (a new hello?): stage again
+                if staged is None or exc.code != messages.E_NOT_STAGED or lost_stage:
+                    raise  # twice in a row: it will not run what it acknowledged
+                staged, got, lost_stage = None, None, True  # lost it (a new hello?): again
             now = time.monotonic()
             damaged = self.transport.bytes_in != heard
             if got is not None:

@@ -38,6 +38,7 @@ class HostileRecorder(threading.Thread):
         self.stop = False
         self.on_read: Callable[[dict[str, Any]], Answer] | None = None
         self.on_list: Callable[[dict[str, Any]], Answer] | None = None
+        self.on_request: Callable[[dict[str, Any]], Answer | None] | None = None  # any, first
         self.shown_key = chain.public_key  # another recorder's key makes it a clone
 
     def add_segment(self, data: bytes, stored: int | None = None, **overrides: Any) -> int:
@@ -73,6 +74,8 @@ class HostileRecorder(threading.Thread):
     def answer(self, req: dict[str, Any]) -> Answer:
         t, rid = req["t"], req["rid"]
         chain = self.chain
+        if self.on_request and (answer := self.on_request(req)) is not None:
+            return answer
         if t == "hello":
             self.nonce = os.urandom(16)
             return [self.msg("identify", rid=rid, proto=1, device_id=chain.device_id, fw="0.1.0",

@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from host_agent.dock.session import DockSession, SessionError
+from host_agent.dock.session import DeviceError, DockSession, SessionError
 from host_agent.transport.serial import SerialTransport
 from host_agent.vault import Vault
 from protocol import messages
@@ -122,3 +123,29 @@ def test_a_device_that_stalls_mid_download_is_given_up_in_bounded_time(tmp_path:
             session.offload()
         assert time.monotonic() - t0 < 10  # 0.5 s per try, 7 tries
         assert not [r for r in rec.requests if r["t"] == "release"]
+
+
+def test_a_device_that_never_runs_what_it_staged_is_given_up_in_bounded_time(
+        tmp_path: Path) -> None:
+    """It ignores a large request, acknowledges every staged part, then answers each `run`
+    with not_staged: the dock stages it again once (a recorder may have lost its buffer),
+    then gives up naming why, instead of staging for ever."""
+
+    def liar(req: dict[str, Any]) -> list[bytes] | None:
+        if req["t"] == "policy_set":
+            return []  # silence: the dock will stage it
+        if req["t"] == "stage":
+            return [rec.msg("staged", rid=req["rid"], sid=req["sid"], offset=req["offset"],
+                            length=len(req["data"]))]
+        if req["t"] == "run":
+            return [rec.msg("error", rid=req["rid"], code=messages.E_NOT_STAGED, detail="no")]
+        return None
+
+    with hostile(tmp_path) as (rec, session):
+        rec.on_request = liar
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="not_staged"):
+            session.request("policy_set", policy=b"p" * 1000)
+        assert time.monotonic() - t0 < 10
+        runs = [r for r in rec.requests if r["t"] == "run"]
+        assert len(runs) == 2 and session.exchange.staged == 2
