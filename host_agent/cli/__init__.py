@@ -5,6 +5,11 @@
     bodycam dock --port PORT --vault DIR  only the dock half
     bodycam enroll --port PORT --vault DIR
     bodycam vault verify DIR              re-verify everything; non-zero exit names what is wrong
+    bodycam vault case DIR CASE --by NAME everything about a case (registered as an access)
+    bodycam custody …                     the records office: people, requests, approvals,
+                                          view/copy/export, retention, compliance report
+    bodycam verify PACKAGE --trust UNIT   check an export package offline
+    bodycam device …                      the recorders' custody: inventory, issue, return
 
 Each group of commands lives in a module of its own; only `demo` and `sim`
 (lab_commands.py) load the lab rig, and only when they run.
@@ -16,6 +21,7 @@ import argparse
 import sys
 
 from host_agent.cli import (
+    custody_commands,
     dock_commands,
     lab_commands,
     policy_commands,
@@ -36,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     vault_commands.register(sub)
     policy_commands.register(sub)
     unit_commands.register(sub)
+    custody_commands.register(sub)
     return parser
 
 

@@ -100,6 +100,39 @@ def cmd_vault_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vault_case(args: argparse.Namespace) -> int:
+    from host_agent.custody import CustodyError
+    from host_agent.custody.case import view
+
+    vault = _existing_vault(args.dir, "vault case")
+    if vault is None:
+        return 2
+    with vault:
+        try:
+            out = view(vault, args.case, by=args.by)
+        except (CustodyError, VaultError, OSError) as exc:
+            return fail("vault case", exc)
+    if args.json:
+        print(json.dumps(out, indent=2, default=json_default, ensure_ascii=False))
+        return 0
+    print(f"Case {out['case']}: class {out['class']}{', HELD' if out['held'] else ''};"
+          f" {out['records']} signed records, {len(out['hall'])} hall footage file(s)")
+    for p in out["phases"]:
+        print("\n".join(format_phase(p)))
+    for s in out["segments"]:
+        print(f"  segment {s['record']}: {s['size']} bytes, data {s['data']},"
+              f" clock {s['clock']}, sha256 {s['sha256'][:16]}…")
+    for h in out["hall"]:
+        print(f"  hall footage #{h['id']} camera {h['camera']} at {h['location']},"
+              f" {h['start']}..{h['end']}, {h['size']} bytes: NOT device-signed,"
+              f" attested by the dock; {h['provenance']}")
+    for e in out["register"]:
+        print(f"  register #{e['id']} {e['at']} {e['what']} by {e['by']}"
+              + (f": {e['act']}" if "act" in e else "") + (f" ({e['reason']})"
+                                                          if "reason" in e else ""))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("vault", help="vault maintenance")
     vsub = p.add_subparsers(dest="vault_command", required=True)
@@ -124,3 +157,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--device", help="one recorder only")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_vault_timeline)
+    v = vsub.add_parser("case", help="everything about a case: phases, segments, events, gaps,"
+                                     " hall footage, accesses (registered)")
+    v.add_argument("dir")
+    v.add_argument("case")
+    v.add_argument("--by", required=True, help="who looks (a registered person, cleared for"
+                                                " the case's class)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_vault_case)

@@ -11,6 +11,7 @@ and provides the connection, the root and the enrolled keys.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,40 @@ class Ledger:
         if row is None:
             raise VaultError(f"{table}: the row just written is not there")
         return append_log(self.db, table, row_dict(cur, row))
+
+    def append_custody(self, what: str, actor: str, subject: str,
+                       fields: dict[str, Any]) -> tuple[int, int]:
+        """Append a row of the custody register (host_agent/custody/) and its log entry;
+        return (row id, log index). Inside the caller's transaction or one of its own."""
+        try:
+            text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise VaultError(f"a register entry's fields must be JSON: {exc}") from exc
+        with self._writing() as db:
+            cur = db.execute("INSERT INTO custody(what, at, actor, subject, fields)"
+                             " VALUES (?, ?, ?, ?, ?)", (what, now(), actor, subject, text))
+            assert cur.lastrowid is not None
+            index = self._log_row("custody", "id = ?", (cur.lastrowid,))
+        return cur.lastrowid, index
+
+    def custody(self, *, what: str | None = None, subject: str | None = None,
+                since_id: int = 0) -> list[dict[str, Any]]:
+        """Register rows, oldest first, fields decoded; filtered by kind and/or subject."""
+        sql = "SELECT * FROM custody WHERE id > ?"
+        args: list[object] = [since_id]
+        if what is not None:
+            sql += " AND what = ?"
+            args.append(what)
+        if subject is not None:
+            sql += " AND subject = ?"
+            args.append(subject)
+        cur = self.db.execute(sql + " ORDER BY id", args)
+        rows = []
+        for values in cur.fetchall():
+            row: dict[str, Any] = row_dict(cur, values)
+            row["fields"] = json.loads(str(row["fields"]))
+            rows.append(row)
+        return rows
 
     def record_fact(self, kind: str, fields: dict[str, Any]) -> int:
         """Append a signed fact and its log entry; return the entry's log index.

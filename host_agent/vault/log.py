@@ -143,6 +143,31 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int | None = None
     return proof
 
 
+def inclusion_proofs(leaves: Sequence[bytes], indices: Iterable[int],
+                     size: int | None = None) -> dict[int, list[bytes]]:
+    """`inclusion_proof` for many entries of one tree: the tree's levels are hashed once (an
+    unpaired node goes up a level as it is, which is RFC 6962's tree), then each proof is
+    read off them in O(log n)."""
+    n = _check_size(leaves, size)
+    levels = [list(leaves[:n])]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([node_hash(below[i], below[i + 1]) if i + 1 < len(below) else below[i]
+                       for i in range(0, len(below), 2)])
+    out: dict[int, list[bytes]] = {}
+    for index in indices:
+        if not 0 <= index < n:
+            raise ValueError(f"entry {index} is not in a tree of {n} entries")
+        proof, i = [], index
+        for level in levels[:-1]:
+            sibling = i ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            i >>= 1
+        out[index] = proof
+    return out
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
                      root_hash: bytes) -> bool:
     """True if `proof` shows `leaf` at `index` in the tree of `size` leaves with head

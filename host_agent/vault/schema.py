@@ -30,12 +30,21 @@ to), where its files go, and how an event row is derived from a signed record.
                                     row the entry commits to ("records/<device>/<seq>", …)
     checkpoints(id, size, root, key_name, note, at)
                                     every checkpoint the vault signed (a C2SP signed note)
+    custody(id, what, at, actor, subject, fields)
+                                    the records office's register (host_agent/custody/):
+                                    people and their clearance, access requests and their
+                                    approval, every view, copy, export and refusal,
+                                    classifications, holds, retention removals, the recorders'
+                                    issue and return, hall footage; fields = JSON text.
+                                    verify reads two kinds: "retention" (fields.object: the
+                                    segment bytes the job removed, lawfully absent) and "hall"
+                                    (fields.object, size: footage in objects/)
 
-The log: every row of devices, records, quarantine, dockings, facts and docks, and the vault's
-identity in meta, has exactly one log entry, appended in the same transaction as the row. The
-entry holds the table's kind and every column of the row that no signed record vouches for;
-for records, the record's hash stands for all its signed columns (and the events row, also
-rebuilt from the signed record), which `verify` compares with the signed file.
+The log: every row of devices, records, quarantine, dockings, facts, docks and custody, and
+the vault's identity in meta, has exactly one log entry, appended in the same transaction as
+the row. The entry holds the table's kind and every column of the row that no signed record
+vouches for; for records, the record's hash stands for all its signed columns (and the events
+row, also rebuilt from the signed record), which `verify` compares with the signed file.
 
 Every table but meta refuses UPDATE and DELETE from any connection (triggers), and refuses an
 INSERT whose key is already there (so INSERT OR REPLACE cannot delete a row through the
@@ -56,7 +65,7 @@ from protocol import cbor, manifest
 LAYOUT = "bodycam-vault/2"
 DB_NAME = "vault.sqlite"
 APPEND_ONLY = ("devices", "records", "events", "quarantine", "dockings", "facts", "docks",
-               "log", "checkpoints")
+               "log", "checkpoints", "custody")
 FACT_KINDS = ("head", "receipt")
 
 TABLES = """
@@ -156,6 +165,19 @@ CREATE TABLE checkpoints (
 );
 """
 
+# Added after the first vaults were made: `Vault.open` adds it to a vault that lacks it.
+CUSTODY_TABLE = """
+CREATE TABLE custody (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    what TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    fields TEXT NOT NULL CHECK (json_valid(fields))
+);
+CREATE INDEX custody_by_subject ON custody(subject, id);
+"""
+
 
 def trigger_sql(table: str, op: str) -> str:
     """The exact SQL of the trigger that refuses `op` ("update" or "delete") on `table`."""
@@ -177,6 +199,7 @@ _KEYS = {
     "facts": "id = NEW.id",
     "docks": "id = NEW.id",
     "checkpoints": "id = NEW.id",
+    "custody": "id = NEW.id",
 }
 
 
@@ -197,7 +220,10 @@ def replace_trigger_sql(table: str) -> str:
 TRIGGERS = {(t, op): trigger_sql(t, op) for t in APPEND_ONLY for op in ("update", "delete")}
 TRIGGERS.update({(t, "insert"): replace_trigger_sql(t) for t in APPEND_ONLY})
 
-SCHEMA = TABLES + "".join(sql + ";\n" for sql in TRIGGERS.values())
+SCHEMA = TABLES + CUSTODY_TABLE + "".join(sql + ";\n" for sql in TRIGGERS.values())
+# What `Vault.open` adds to a vault made before the custody register.
+CUSTODY_SCHEMA = CUSTODY_TABLE + "".join(sql + ";\n" for (t, _), sql in TRIGGERS.items()
+                                         if t == "custody")
 
 
 # -- what the log commits to -------------------------------------------------------------------
@@ -217,6 +243,7 @@ LOGGED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "dockings": ("docking", ("id",), ("id", "device_id", "at", "report")),
     "facts": ("", ("id",), ("id", "kind", "device_id", "at", "fields")),  # its own kind
     "docks": ("dock", ("id",), ("id", "name", "public_key", "cert", "at")),
+    "custody": ("custody", ("id",), ("id", "what", "at", "actor", "subject", "fields")),
 }
 
 

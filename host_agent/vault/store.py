@@ -11,9 +11,11 @@ On-disk layout::
     <root>/
       vault.sqlite                  index (SQLite, WAL, foreign keys on); -wal/-shm beside it;
                                     tables in host_agent/vault/schema.py
-      objects/<h[:2]>/<h>           segment bytes, named by the lowercase hex SHA-256 <h> of
+      objects/<h[:2]>/<h>           segment bytes (and hall footage the custody register
+                                    accounts for), named by the lowercase hex SHA-256 <h> of
                                     their content; read-only (0444); identical content is
-                                    stored once
+                                    stored once; removed only by the retention job
+                                    (host_agent/custody/retention.py), each removal registered
       manifests/<device_id>/<seq:08d>.cose
                                     each signed record (COSE_Sign1) byte-exact as received;
                                     read-only (0444); seq starts at 1
@@ -96,6 +98,13 @@ DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUBDIRS = ("objects", "manifests", "quarantine", "tmp")
 
 
+def _add_custody_table(db: sqlite3.Connection) -> None:
+    """Give a vault made before the custody register its table (nothing else changes)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'custody'"
+                  ).fetchone() is None:
+        db.executescript("BEGIN IMMEDIATE;" + schema.CUSTODY_SCHEMA + "COMMIT;")
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:64] or "_"
 
@@ -167,6 +176,7 @@ class Vault(Ledger):
                 if not vault_id:
                     raise VaultError(f"{root}: the vault has no id in its meta table (made by"
                                      " an older version, or altered)")
+                _add_custody_table(db)
         except sqlite3.Error as exc:
             db.close()
             raise VaultError(f"{db_path} is not a usable vault database: {exc}") from exc
@@ -385,6 +395,22 @@ class Vault(Ledger):
             fsync_dir(man_path.parent)
         index = self._insert_record(fields, receipt, data_state, chain_break)
         return receipt, index
+
+    def store_object(self, source: Path) -> tuple[bytes, int]:
+        """Copy a file's bytes into objects/ (content-addressed, durable, read-only): footage
+        that no recorder signed, which the custody register accounts for (hall cameras).
+        Returns (SHA-256, size)."""
+        incoming = self.incoming()
+        try:
+            with source.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    incoming.write(chunk)
+            sha = incoming.sha256
+            self._place_object(incoming, sha)
+        except BaseException:
+            incoming.discard()
+            raise
+        return sha, incoming.size
 
     def _place_object(self, incoming: Incoming, sha256: bytes) -> None:
         dest = self.object_path(sha256)

@@ -209,6 +209,7 @@ class Verifier:
         self.entries: list[bytes] = []  # the log's entries, in order, as found
         self.indexed: set[str] = set()  # manifest and object paths the index accounts for
         self.hashed: dict[str, tuple[bytes, int] | None] = {}  # object path -> (sha256, size)
+        self.retained: dict[str, str] = {}  # record/<device>/<seq> -> object the job removed
 
     def add(self, code: str, path: Path | str, detail: str) -> None:
         rel = path.relative_to(self.root).as_posix() if isinstance(path, Path) else path
@@ -222,6 +223,7 @@ class Verifier:
 
     def report(self, progress: Callable[[int, int], None] | None) -> Report:
         self.check_database()
+        self.retained = self.guarded("the retention register", self.removals) or {}
         total = int(self.db.execute("SELECT count(*) FROM records").fetchone()[0])
         done = 0
         devices = self.db.execute(
@@ -243,6 +245,7 @@ class Verifier:
                 done += 1
                 if progress is not None:
                     progress(done, total)
+        self.guarded("hall footage", self.check_hall)
         self.check_unindexed()
         self.check_quarantine()
         self.guarded("events", self.check_stray_events)
@@ -252,6 +255,19 @@ class Verifier:
         results, root = self.guarded("checkpoints", lambda: self.check_checkpoints(leaves)) or (
             [], log.root(leaves))
         return Report(self.problems, self.origin(), len(leaves), root, results, self.trust())
+
+    def removals(self) -> dict[str, str]:
+        """record/<device>/<seq> -> object hex, for each removal by the retention job (a row of
+        the custody register: host_agent/custody/retention.py)."""
+        out = {}
+        for subject, text in self.db.execute(
+                "SELECT subject, fields FROM custody WHERE what = 'retention'"):
+            try:
+                out[str(subject)] = str(json.loads(text)["object"])
+            except (ValueError, KeyError, TypeError):
+                self.add("index_mismatch", schema.DB_NAME,
+                         f"the retention entry for {subject} does not name an object")
+        return out
 
     def guarded(self, what: str, check: Callable[[], _T]) -> _T | None:
         """Run a check of tables someone may have dropped or redefined: a database error is a
@@ -317,7 +333,8 @@ class Verifier:
         self.check_columns(what, fields, rec_sha, row)
         if fields["kind"] == manifest.KIND_SEGMENT:
             if row["data_state"] == "stored":
-                self.check_object(fields, f"segment {seq} of {device_id}")
+                self.check_object(fields, f"segment {seq} of {device_id}",
+                                  self.retained.get(f"record/{device_id}/{seq}"))
             else:
                 self.check_data_quarantined(device_id, fields, rec_sha, row["data_state"], what)
         else:
@@ -352,8 +369,17 @@ class Verifier:
                 self.add("index_mismatch", schema.DB_NAME,
                          f"{what}: events column {column} differs from the signed record")
 
-    def check_object(self, fields: dict[str, Any], segment: str) -> None:
+    def check_object(self, fields: dict[str, Any], segment: str,
+                     removed: str | None = None) -> None:
+        """The segment's bytes, unless the retention job removed them (`removed`: the object
+        its register row names)."""
         obj = object_path(self.root, fields["sha256"])
+        self.indexed.add(self.rel(obj))  # (a run cut short may have left it: not a stray)
+        if removed is not None:
+            if removed != fields["sha256"].hex():
+                self.add("index_mismatch", schema.DB_NAME,
+                         f"{segment}: the retention register names another object")
+            return
         key = self.rel(obj)
         self.indexed.add(key)
         if key not in self.hashed:
@@ -384,6 +410,21 @@ class Verifier:
         elif (row[2] is None) != (state == "missing"):
             self.add("index_mismatch", schema.DB_NAME,
                      f"{what}: data {state} does not fit its quarantine entry {row[1]}")
+
+    def check_hall(self) -> None:
+        """Footage no recorder signed, imported into a case (host_agent/custody/hall.py): its
+        register row names the object's SHA-256 and size."""
+        for row_id, text in self.db.execute(
+                "SELECT id, fields FROM custody WHERE what = 'hall'"):
+            try:
+                fields = json.loads(text)
+                sha, size = bytes.fromhex(fields["object"]), int(fields["size"])
+            except (ValueError, KeyError, TypeError):
+                self.add("index_mismatch", schema.DB_NAME,
+                         f"hall footage entry {row_id} does not name its object")
+                continue
+            self.check_object({"sha256": sha, "size": size, "seq": 0},
+                              f"hall footage {row_id}")
 
     def check_unindexed(self) -> None:
         for top, kind in (("manifests", "record"), ("objects", "segment data")):

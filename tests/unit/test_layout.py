@@ -66,7 +66,7 @@ def test_dock_commands_never_import_the_lab_rig(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("folder", ["host_agent/dock", "host_agent/vault", "host_agent/transport",
-                                    "protocol"])
+                                    "host_agent/custody", "protocol"])
 def test_agent_parts_import_no_lab_and_no_cli(folder: str) -> None:
     for path in sources(folder):
         bad = {m for m in imports_of(path)
@@ -79,6 +79,18 @@ def test_the_vault_and_transports_do_not_import_the_dock() -> None:
         for path in sources(folder):
             bad = {m for m in imports_of(path) if m.startswith("host_agent.dock")}
             assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_the_vault_knows_nothing_of_the_records_office_above_it() -> None:
+    """custody → vault, never back: the vault keeps the register's rows, the custody package
+    decides what they mean; and the records office needs neither docking nor transports."""
+    for path in sources("host_agent/vault"):
+        bad = {m for m in imports_of(path) if m.startswith("host_agent.custody")}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+    for path in sources("host_agent/custody"):
+        bad = {m for m in imports_of(path)
+               if m.startswith(("host_agent.dock", "host_agent.transport"))}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
 
 
 def test_protocol_imports_only_protocol() -> None:
