@@ -22,6 +22,7 @@ import sys
 
 from host_agent.cli import (
     custody_commands,
+    device_commands,
     dock_commands,
     lab_commands,
     policy_commands,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands.register(sub)
     unit_commands.register(sub)
     custody_commands.register(sub)
+    device_commands.register(sub)
     return parser
 
 

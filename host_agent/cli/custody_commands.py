@@ -1,6 +1,6 @@
 """`bodycam custody …` (the records office: people, requests, approvals, classification,
-holds, view, copy, export, hall footage, retention, the compliance report), `bodycam verify`
-(an export package, offline) and `bodycam device …` (the recorders' custody)."""
+holds, view, copy, export, hall footage, retention, the compliance report) and `bodycam
+verify` (an export package, offline)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from host_agent.vault import Vault, VaultError
 Result = dict[str, Any] | list[Any]
 
 
-def _run(args: argparse.Namespace, command: str,
+def run(args: argparse.Namespace, command: str,
          work: Callable[[Vault], Result], show: Callable[[Any], str] | None = None) -> int:
     """Open the vault, do the work, print the result (JSON with --json); a refusal or bad
     input is one line on stderr and exit 2, never a traceback."""
@@ -79,7 +79,7 @@ def _items(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_person(args: argparse.Namespace) -> int:
-    return _run(args, "custody person", lambda v: {"id": Register(v).add_person(
+    return run(args, "custody person", lambda v: {"id": Register(v).add_person(
         args.name, id_no=args.id_no, roles=args.role, clearance=args.clearance, by=args.by)},
         lambda r: f"registered {args.name} ({', '.join(args.role)}; cleared for"
                   f" {args.clearance}): register entry #{r['id']}")
@@ -95,7 +95,7 @@ def cmd_request(args: argparse.Namespace) -> int:
             requester_id=args.requester_id, reason=args.reason, items=items, by=args.by)
         return {"request": rid, "items": items}
 
-    return _run(args, "custody request", work,
+    return run(args, "custody request", work,
                 lambda r: f"request #{r['request']} filed; it allows nothing until an approver"
                           f" decides (bodycam custody approve {args.vault} {r['request']}"
                           " --by APPROVER)")
@@ -117,7 +117,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         return {"request": args.request, "approved": approve, "records": len(refs),
                 "class": cls}
 
-    return _run(args, f"custody {args.custody_command}", work,
+    return run(args, f"custody {args.custody_command}", work,
                 lambda r: f"request #{r['request']} {'approved' if approve else 'refused'} by"
                           f" {args.by} ({r['records']} records, class {r['class']})")
 
@@ -128,7 +128,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         Register(vault).classify(subject, args.cls, by=args.by, reason=args.reason)
         return {"subject": subject, "class": args.cls}
 
-    return _run(args, "custody classify", work, lambda r: f"{r['subject']}: {r['class']}")
+    return run(args, "custody classify", work, lambda r: f"{r['subject']}: {r['class']}")
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
@@ -137,7 +137,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
         Register(vault).hold(subject, not args.lift, by=args.by, reason=args.reason)
         return {"subject": subject, "held": not args.lift}
 
-    return _run(args, "custody hold", work,
+    return run(args, "custody hold", work,
                 lambda r: f"{r['subject']}: {'held' if r['held'] else 'hold lifted'}")
 
 
@@ -148,7 +148,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         Register(vault).mark_evidence(args.record, args.case, by=args.by)
         return {"record": str(args.record), "case": args.case}
 
-    return _run(args, "custody evidence", work,
+    return run(args, "custody evidence", work,
                 lambda r: f"{r['record']} is evidence in {r['case']}: kept for good")
 
 
@@ -165,7 +165,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                          f" by {r['actor']}: {text} (log {r['log']})")
         return "\n".join(lines) or "the register is empty"
 
-    return _run(args, "custody register", lambda v: Register(v).entries(), show)
+    return run(args, "custody register", lambda v: Register(v).entries(), show)
 
 
 # -- acts under a request --------------------------------------------------------------------
@@ -175,7 +175,7 @@ def cmd_hand_out(args: argparse.Namespace) -> int:
     from host_agent.custody.export import hand_out
 
     act = args.custody_command
-    return _run(args, f"custody {act}", lambda v: {"act": act, "out": args.out, "records": [
+    return run(args, f"custody {act}", lambda v: {"act": act, "out": args.out, "records": [
         str(r) for r in hand_out(v, args.request, act, args.record or None, Path(args.out),
                                  args.by)]},
         lambda r: f"{act}: {len(r['records'])} records into {r['out']} (registered)")
@@ -185,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from host_agent.custody.export import export
 
     identity = load_identity(args.identity, "custody export")
-    return _run(args, "custody export", lambda v: export(
+    return run(args, "custody export", lambda v: export(
         v, args.request, Path(args.out), by=args.by, signer=identity,
         unit_public=identity.unit_public),
         lambda r: f"package {r['package']}: {r['records']} records, {r['segments']} segments"
@@ -197,7 +197,7 @@ def cmd_hall(args: argparse.Namespace) -> int:
     from host_agent.custody.hall import import_footage
 
     identity = load_identity(args.identity, "custody import-hall")
-    return _run(args, "custody import-hall", lambda v: import_footage(
+    return run(args, "custody import-hall", lambda v: import_footage(
         v, case=args.case, camera=args.camera, location=args.location, source=Path(args.file),
         start_us=args.start, end_us=args.end, provenance=args.provenance, by=args.by,
         signer=identity),
@@ -216,7 +216,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
                      f" {'would go' if args.dry_run else 'removed, each registered'}")
         return "\n".join(lines)
 
-    return _run(args, "custody retention", lambda v: retention.run(
+    return run(args, "custody retention", lambda v: retention.run(
         v, by=args.by, as_of_us=args.as_of, keep_days=args.keep_days,
         dry_run=args.dry_run).to_dict(), show)
 
@@ -250,7 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                      + (f"; HTML in {args.html}" if args.html else ""))
         return "\n".join(lines)
 
-    return _run(args, "custody report", lambda v: report.build(v, scope), show)
+    return run(args, "custody report", lambda v: report.build(v, scope), show)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -280,52 +280,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"log {s.get('log', {}).get('origin')} checkpoint of {s.get('log', {}).get('size')}"
           f" entries signed by dock {s.get('dock')}, certified by the trusted unit: verified")
     return 0
-
-
-# -- recorders -------------------------------------------------------------------------------
-
-
-def cmd_device(args: argparse.Namespace) -> int:
-    from host_agent.custody.recorders import Recorders
-
-    what = args.device_command
-
-    def work(vault: Vault) -> Result:
-        r = Recorders(vault)
-        if what == "inventory":
-            return r.inventory()
-        if what == "history":
-            return r.history(args.device)
-        if what == "add":
-            r.inventory_add(args.device, by=args.by, model=args.model, serial=args.serial,
-                            note=args.note)
-        elif what == "issue":
-            r.issue(args.device, args.officer, by=args.by)
-        elif what == "return":
-            r.give_back(args.device, by=args.by, condition=args.condition)
-        else:
-            r.maintain(args.device, by=args.by, kind=args.kind, note=args.note,
-                       in_service=not args.out_of_service)
-        return {"device": args.device, "event": what, "holder": r.holder(args.device),
-                "in_service": r.in_service(args.device)}
-
-    def show(result: Any) -> str:
-        if what == "inventory":
-            return "\n".join(
-                f"{d['device_id']:<16}"
-                f" {'held by ' + d['holder'] if d['holder'] else 'in store':<22}"
-                f" {'in service' if d['in_service'] else 'OUT OF SERVICE':<15}"
-                f" last docked {d['last_docking'] or 'never'}"
-                f" ({'ready' if d['ready'] else 'not ready'})" for d in result) or "no recorders"
-        if what == "history":
-            return "\n".join(
-                f"{e['at']} {e['event']:<12} by {e['by']}: "
-                + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("at", "event", "by"))
-                for e in result)
-        return (f"{result['device']}: {what} registered; "
-                + (f"held by {result['holder']}" if result["holder"] else "in store"))
-
-    return _run(args, f"device {what}", work, show)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -413,35 +367,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="the unit's public key")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
-
-    d = sub.add_parser("device", help="the recorders' custody (Art. 8)")
-    dsub = d.add_subparsers(dest="device_command", required=True)
-    for name, help_text in (("inventory", "every recorder, who holds it, last docking"),
-                            ("history", "one recorder's history"),
-                            ("add", "take a recorder into the inventory"),
-                            ("issue", "issue a recorder to an officer (only if ready)"),
-                            ("return", "take a recorder back"),
-                            ("maintain", "record maintenance, repair or a fault")):
-        c = dsub.add_parser(name, help=help_text)
-        c.add_argument("vault")
-        if name != "inventory":
-            c.add_argument("device")
-        if name not in ("inventory", "history"):
-            c.add_argument("--by", required=True)
-        c.add_argument("--json", action="store_true")
-        c.set_defaults(func=cmd_device)
-        if name == "add":
-            c.add_argument("--model", default="")
-            c.add_argument("--serial", default="")
-            c.add_argument("--note", default="")
-        elif name == "issue":
-            c.add_argument("--officer", required=True)
-        elif name == "return":
-            c.add_argument("--condition", default="")
-        elif name == "maintain":
-            c.add_argument("--kind", required=True, choices=("maintenance", "repair", "fault"))
-            c.add_argument("--note", required=True)
-            c.add_argument("--out-of-service", action="store_true")
 
 
 def _item_options(c: argparse.ArgumentParser) -> None:
