@@ -10,6 +10,8 @@
                                           view/copy/export, retention, compliance report
     bodycam verify PACKAGE --trust UNIT   check an export package offline
     bodycam device …                      the recorders' custody: inventory, issue, return
+    bodycam dockd --config dock.toml      the dock service: serves every recorder that arrives
+    bodycam status [--config dock.toml]   its slots: recorder, state, progress, readiness
 
 Each group of commands lives in a module of its own; only `demo` and `sim`
 (lab_commands.py) load the lab rig, and only when they run.
@@ -22,6 +24,7 @@ import sys
 
 from host_agent.cli import (
     custody_commands,
+    daemon_commands,
     device_commands,
     dock_commands,
     lab_commands,
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     unit_commands.register(sub)
     custody_commands.register(sub)
     device_commands.register(sub)
+    daemon_commands.register(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from host_agent import logs
 from host_agent.dock import DockReport
 
 
@@ -22,23 +23,9 @@ def fail(what: str, exc: BaseException) -> int:
     return 2
 
 
-class JsonLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        })
-
-
 def setup_logging(verbose: int, json_logs: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if json_logs else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logs.setup_logging(logging.DEBUG if verbose > 1 else logging.INFO if verbose else
+                       logging.WARNING, json_lines=json_logs)
 
 
 class ProgressBar:

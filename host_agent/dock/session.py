@@ -498,14 +498,19 @@ class DockReport:
 
 
 def dock(
-    session: DockSession, progress: Progress | None = None, policy_file: bytes | None = None
+    session: DockSession, progress: Progress | None = None, policy_file: bytes | None = None,
+    on_identified: Callable[[str], None] | None = None,
 ) -> DockReport:
     """The whole docking, in the order the rules want it, recorded in the vault's log.
 
     `policy_file` is the unit's signed policy: delivered to the recorder (which checks the
     unit's signature itself), and the source of the dock's duty thresholds.
+    `on_identified(device_id)` runs once the recorder proved who it is, before anything else
+    is asked of it (the daemon takes the recorder's lock there; raising stops the docking).
     """
     ident = session.identify()
+    if on_identified is not None:
+        on_identified(ident.device_id)
     sync = session.sync_clock()
     policy_result: dict[str, Any] = {}
     if policy_file is not None:
