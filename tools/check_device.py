@@ -4,14 +4,22 @@
     python3 tools/check_device.py [--out build/firmware] [--skip-mypy]
 
 1. mypy over device/ and protocol/ against the MicroPython stubs (micropython-stdlib-stubs as
-   the typeshed, micropython-unix-stubs on MYPYPATH), not CPython's typeshed: a CPython-only
-   function, a wrong attribute or a wrong argument count fails the check.
+   the typeshed, a port's module stubs on MYPYPATH), not CPython's typeshed: a CPython-only
+   function, a wrong attribute or a wrong argument count fails the check. Once per port, each
+   board against its own port's stubs and the core against every port's (BOARD_PORTS):
+   a. unix: micropython-unix-stubs (installed with the dev extras), for device/boards/unix_sim;
+   b. esp32: the ESP32-S3 firmware's stubs (ESP32_STUBS), for device/boards/esp32s3. They
+      cannot share site-packages with the unix stubs (both install machine.pyi,
+      micropython.pyi, time.pyi, ... at the top level: one would overwrite the other), so
+      this tool installs them on demand into build/stubs/<name>-<version>/ with
+      `pip install --no-deps --target` (pip's own index settings apply).
 2. mpy-cross compiles every device/ and protocol/ module to build/firmware/<path>.mpy.
 3. The `micropython` unix port, with only that .mpy tree (and its frozen modules) on its path
-   and a 128 KiB heap, imports the firmware modules and signs RFC 8032 test vector 2.
+   and a 128 KiB heap, imports the firmware modules and signs RFC 8032 test vector 2 (boards
+   of other ports are compiled but not imported: the unix port has no esp32 module).
 
 Exits 0 only when all three pass. The stub locations come from the installed distributions'
-RECORDs, so nothing here depends on where Python lives.
+RECORDs (or the target directory), so nothing here depends on where Python lives.
 """
 
 from __future__ import annotations
@@ -38,6 +46,16 @@ HEAPSIZE = "200k"
 
 STDLIB_STUBS = "micropython-stdlib-stubs"
 PORT_STUBS = "micropython-unix-stubs"
+# The ESP32-S3 board's port: stubs generated from MicroPython 1.29's ESP32_GENERIC_S3 firmware
+# (micropython-esp32-stubs is the plain ESP32's: it declares esp32.raw_temperature, which the
+# S3 lacks, and not the S3's esp32.mcu_temperature). Both need micropython-stdlib-stubs ~=1.29.0.
+ESP32_STUBS = "micropython-esp32-esp32_generic_s3-stubs"
+ESP32_STUBS_VERSION = "1.29.0.post1"
+STUBS_DIR = REPO / "build" / "stubs"
+
+# Which port's stubs each board is checked against; the core is checked against all of them.
+BOARD_PORTS = {"unix_sim": "unix", "esp32s3": "esp32"}
+PORTS = ("unix", "esp32")
 
 # Modules whose source this tool may not change: their known MicroPython-vs-typing mismatches
 # (the `const` fallback redefinition, `_hashlib_sha512 = None`, `__hash__ = None`) are waived
@@ -46,13 +64,43 @@ MYPY_WAIVERS = {
     "protocol.cbor": ("misc", "assignment"),
     "protocol.ed25519": ("misc", "assignment"),
 }
+# ... and per port: the ESP32 port's hashlib has no sha512, which protocol.ed25519 imports
+# inside `try: ... except ImportError:` (its pure-Python SHA-512 runs instead). Everything else
+# in that module is still checked against these stubs, and all of it against the unix stubs.
+PORT_WAIVERS = {
+    "esp32": {"protocol.ed25519": ("attr-defined",)},
+}
+# Checks added per port: the ESP32 stubs mark the port's superseded calls @deprecated
+# (ADC.read -> read_u16, ADC.atten/width -> init/block), which a new board should not use.
+PORT_CHECKS = {
+    "esp32": ("deprecated",),
+}
+
+
+def boards(repo: Path = REPO) -> list[str]:
+    """The board packages under device/boards/ (each a folder with an __init__.py)."""
+    root = repo / "device" / "boards"
+    return sorted(p.parent.name for p in root.glob("*/__init__.py"))
+
+
+def boards_of(port: str, repo: Path = REPO) -> list[str]:
+    """The boards checked against `port`'s stubs; a board no port claims is an error (it
+    would go unchecked)."""
+    unclaimed = [b for b in boards(repo) if b not in BOARD_PORTS]
+    if unclaimed:
+        raise CheckError(f"no stubs for board(s) {unclaimed}: add them to BOARD_PORTS")
+    return [b for b in boards(repo) if BOARD_PORTS[b] == port]
 
 
 def smoke_modules() -> tuple[str, ...]:
-    """What the smoke test imports from the .mpy tree: asyncio and every firmware module."""
+    """What the smoke test imports from the .mpy tree: asyncio and every firmware module the
+    unix port can load (a board of another port imports modules it lacks: machine.ADC, esp32)."""
+    foreign = {b for b, port in BOARD_PORTS.items() if port != "unix"}
     names = []
     for rel in firmware.firmware_sources(REPO):
         parts = rel.with_suffix("").parts
+        if parts[:2] == ("device", "boards") and len(parts) > 3 and parts[2] in foreign:
+            continue
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return ("asyncio", *names)
 
@@ -102,20 +150,89 @@ def _module_name(rel: str) -> str:
     return name[: -len(".__init__")] if name.endswith(".__init__") else name
 
 
-def build_stub_tree(dest: Path) -> tuple[Path, Path, list[str]]:
+def _target_files(target: Path) -> list[tuple[str, Path]]:
+    """(path relative to the target, file) for each stub file pip put in a --target dir."""
+    return [
+        (f.relative_to(target).as_posix(), f)
+        for f in sorted(target.rglob("*.pyi"))
+        if ".dist-info" not in f.parent.name and "__pycache__" not in f.parts
+    ]
+
+
+def ensure_esp32_stubs(stubs_dir: Path = STUBS_DIR) -> Path:
+    """The ESP32-S3 port's stubs, installed into `stubs_dir` the first time they are needed.
+
+    Installed into a fresh directory and renamed into place once complete, so a run that was
+    stopped halfway, or two runs at once, never leave (or use) a partial install.
+    """
+    target = stubs_dir / f"{ESP32_STUBS}-{ESP32_STUBS_VERSION}"
+    if (target / "machine.pyi").is_file() and (target / "esp32.pyi").is_file():
+        return target
+    stubs_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=stubs_dir, prefix=".install-"))
+    try:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--no-deps",
+            "--target",
+            str(tmp),
+            f"{ESP32_STUBS}=={ESP32_STUBS_VERSION}",
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        except subprocess.TimeoutExpired:
+            raise CheckError(f"pip install {ESP32_STUBS} timed out") from None
+        if proc.returncode != 0:
+            raise CheckError(
+                f"could not install {ESP32_STUBS}=={ESP32_STUBS_VERSION} into {stubs_dir} "
+                f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr).strip()}"
+            )
+        for needed in ("machine.pyi", "esp32.pyi", "micropython.pyi"):
+            if not (tmp / needed).is_file():
+                raise CheckError(f"{ESP32_STUBS}=={ESP32_STUBS_VERSION} lacks {needed}")
+        try:
+            tmp.rename(target)
+        except OSError:  # another run installed it first
+            if not (target / "esp32.pyi").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def port_stub_files(port: str, stubs_dir: Path = STUBS_DIR) -> list[tuple[str, Path]]:
+    """The module stubs of a port's MicroPython, as (path as recorded, file)."""
+    if port == "unix":
+        return _dist_files(PORT_STUBS)
+    if port == "esp32":
+        return _target_files(ensure_esp32_stubs(stubs_dir))
+    raise CheckError(f"no stubs known for port {port!r}")
+
+
+def build_stub_tree(
+    dest: Path, port: str = "unix", stubs_dir: Path = STUBS_DIR
+) -> tuple[Path, Path, list[str]]:
     """Lay the stubs out as mypy wants them under `dest`.
 
     Returns (custom typeshed dir, MYPYPATH dir, modules on MYPYPATH). The typeshed's stdlib/
     is micropython-stdlib-stubs' reduced stdlib (with VERSIONS, and stubs/mypy-extensions which
-    mypy needs); MYPYPATH holds copies of the unix-port module stubs (micropython, machine,
-    termios, select, time, hashlib, ...) plus the shared `_mpy_shed` helper package, since mypy
-    refuses a site-packages directory on MYPYPATH.
+    mypy needs); MYPYPATH holds copies of the port's module stubs (for unix: micropython,
+    machine, termios, select, time, hashlib, ...; for esp32: machine, esp32, network, vfs, ...)
+    plus the shared `_mpy_shed` helper package, since mypy refuses a site-packages directory on
+    MYPYPATH.
     """
     typeshed = dest / "typeshed"
     mypypath = dest / "mypypath"
     modules: set[str] = set()
-    for dist in (STDLIB_STUBS, PORT_STUBS):
-        for rel, src in _dist_files(dist):
+    sources = [(STDLIB_STUBS, _dist_files(STDLIB_STUBS)), (port, port_stub_files(port, stubs_dir))]
+    for dist, files in sources:
+        for rel, src in files:
             if rel.startswith(("stdlib/", "stubs/")):
                 if dist == STDLIB_STUBS and (rel.endswith(".pyi") or rel == "stdlib/VERSIONS"):
                     _copy(src, typeshed / rel)
@@ -126,11 +243,11 @@ def build_stub_tree(dest: Path) -> tuple[Path, Path, list[str]]:
         if not needed.is_file():
             raise CheckError(f"{STDLIB_STUBS} lacks {needed.relative_to(typeshed)}")
     if not (mypypath / "micropython.pyi").is_file():
-        raise CheckError(f"{PORT_STUBS} lacks micropython.pyi")
+        raise CheckError(f"the {port} port's stubs lack micropython.pyi")
     return typeshed, mypypath, sorted(modules)
 
 
-def mypy_config(stub_modules: list[str]) -> str:
+def mypy_config(stub_modules: list[str], port: str = "unix") -> str:
     lines = [
         "[mypy]",
         "python_version = 3.11",
@@ -140,9 +257,14 @@ def mypy_config(stub_modules: list[str]) -> str:
         "check_untyped_defs = True",
         "warn_redundant_casts = True",
         "show_error_codes = True",
-        "",
     ]
-    for module, codes in MYPY_WAIVERS.items():
+    if PORT_CHECKS.get(port):
+        lines.append(f"enable_error_code = {', '.join(PORT_CHECKS[port])}")
+    lines.append("")
+    waivers = {m: list(codes) for m, codes in MYPY_WAIVERS.items()}
+    for module, codes in PORT_WAIVERS.get(port, {}).items():
+        waivers.setdefault(module, []).extend(codes)
+    for module, codes in waivers.items():
         lines += [f"[mypy-{module}]", f"disable_error_code = {', '.join(codes)}", ""]
     # Problems inside third-party stubs are not the firmware's; what they declare still counts.
     tops = sorted({m.split(".")[0] for m in stub_modules})
@@ -151,12 +273,24 @@ def mypy_config(stub_modules: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_mypy(workdir: Path, repo: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Type-check the firmware packages against the MicroPython stubs; returns mypy's process."""
-    typeshed, mypypath, modules = build_stub_tree(workdir / "stubs")
+def mypy_excludes(port: str, repo: Path = REPO) -> list[str]:
+    """The boards of other ports, left out of `port`'s check (it lacks their modules)."""
+    mine = set(boards_of(port, repo))
+    return [f"device/boards/{b}/" for b in boards(repo) if b not in mine]
+
+
+def run_mypy(
+    workdir: Path, repo: Path = REPO, port: str = "unix", stubs_dir: Path = STUBS_DIR
+) -> subprocess.CompletedProcess[str]:
+    """Type-check the firmware packages against `port`'s MicroPython stubs: the core, protocol/
+    and that port's boards. Returns mypy's process."""
+    typeshed, mypypath, modules = build_stub_tree(workdir / "stubs", port, stubs_dir)
     config = workdir / "mypy.ini"
-    config.write_text(mypy_config(modules))
+    config.write_text(mypy_config(modules, port))
     env = dict(os.environ, MYPYPATH=str(mypypath))
+    excludes = []
+    for folder in mypy_excludes(port, repo):
+        excludes += ["--exclude", "^" + folder.replace(".", r"\.")]
     cmd = [
         sys.executable,
         "-m",
@@ -171,10 +305,11 @@ def run_mypy(workdir: Path, repo: Path = REPO) -> subprocess.CompletedProcess[st
         "--explicit-package-bases",
         "--cache-dir",
         str(workdir / "mypy-cache"),
+        *excludes,
         *PACKAGES,
     ]
     return subprocess.run(
-        cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False
+        cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -309,17 +444,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     if not args.skip_mypy:
-        _step("mypy: device/ protocol/ against the MicroPython stubs")
-        try:
-            with tempfile.TemporaryDirectory(prefix="check-device-") as tmp:
-                proc = run_mypy(Path(tmp))
-            sys.stdout.write(proc.stdout)
-            sys.stdout.write(proc.stderr)
-            if proc.returncode != 0:
-                failures.append(f"mypy found errors (exit {proc.returncode})")
-        except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
-            print(exc)
-            failures.append("mypy could not run")
+        for port in PORTS:
+            try:
+                checked = ", ".join(f"device/boards/{b}/" for b in boards_of(port)) or "no board"
+            except CheckError as exc:
+                print(exc)
+                failures.append("a board has no stubs to be checked against")
+                break
+            _step(f"mypy [{port}]: device/ protocol/ ({checked}) against the {port} port's stubs")
+            try:
+                with tempfile.TemporaryDirectory(prefix="check-device-") as tmp:
+                    proc = run_mypy(Path(tmp), port=port)
+                sys.stdout.write(proc.stdout)
+                sys.stdout.write(proc.stderr)
+                if proc.returncode != 0:
+                    failures.append(f"mypy [{port}] found errors (exit {proc.returncode})")
+            except (CheckError, OSError, subprocess.TimeoutExpired) as exc:
+                print(exc)
+                failures.append(f"mypy [{port}] could not run")
 
     _step(f"mpy-cross: device/ protocol/ -> {args.out}")
     built: list[Path] = []
