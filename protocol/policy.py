@@ -13,6 +13,9 @@ Policy document (CBOR map):
   thresholds         DEFAULT_THRESHOLDS' keys: what the recorder and the dock enforce
   revoked_docks      (optional) key ids (32 hex digits) of dock keys the unit has revoked: a
                      recorder that runs this policy refuses those docks
+  approved_firmware  (optional) the firmware versions (the "fw" of `identify` and of every
+                     record) the dock may release for duty; a recorder running another one is
+                     still offloaded, never released. Absent: any version (older policies)
 """
 
 from protocol import cbor, cose
@@ -21,6 +24,8 @@ from protocol.compat import const
 POLICY_FORMAT = const(1)
 MAX_PRE_EVENT_S = const(120)
 MAX_REVOKED = const(32)  # a signed policy must fit one dock request
+MAX_APPROVED_FW = const(16)  # approved firmware versions, each 1..MAX_FW_LEN characters
+MAX_FW_LEN = const(32)
 
 # (no, matter, stage, what is recorded, start trigger, end trigger, recorder)
 _ANNEX = (
@@ -142,6 +147,16 @@ def check(policy) -> dict:
     for kid in revoked:
         if not isinstance(kid, str) or len(kid) != 32 or kid.strip("0123456789abcdef"):
             raise PolicyError("revoked_docks: %r is not a dock key id (32 hex digits)" % (kid,))
+    approved = policy.get("approved_firmware")
+    if approved is not None:
+        if not isinstance(approved, list) or not 0 < len(approved) <= MAX_APPROVED_FW:
+            raise PolicyError("approved_firmware must be a list of 1 to %d firmware versions"
+                              " (leave it out to approve any)" % MAX_APPROVED_FW)
+        for fw in approved:
+            if (not isinstance(fw, str) or not 0 < len(fw) <= MAX_FW_LEN
+                    or not all(" " < c <= "~" for c in fw)):
+                raise PolicyError("approved_firmware: %r is not a firmware version (1 to %d"
+                                  " printable characters)" % (fw, MAX_FW_LEN))
     for key, lo, hi in _LIMITS:
         if not _int_in(th.get(key), lo, hi):
             raise PolicyError("threshold %s must be within %d..%d" % (key, lo, hi))

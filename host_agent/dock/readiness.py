@@ -1,7 +1,9 @@
 """Release for duty (Art. 4): may this recorder go out? Pure rules over its status.
 
 The numbers come from the unit's policy (protocol/policy.py, `DEFAULT_THRESHOLDS` are the
-annex's), the same document the recorder runs, so a unit sets them once (Art. 12).
+annex's), the same document the recorder runs, so a unit sets them once (Art. 12). So does the
+list of firmware versions the unit approves (`approved_firmware`; a policy without it approves
+any): a recorder running another version is offloaded like any other, and not released.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ class Thresholds:
     backup_min_pct: int
     storage_min_free_pct: int
     clock_max_error_us: int
+    approved_firmware: tuple[str, ...] | None = None  # None: any version may go on duty
 
     @classmethod
     def from_policy(cls, doc: dict[str, Any] | None = None) -> Thresholds:
         """The duty thresholds of a policy document (the annex's when None)."""
-        th = (doc or policy.annex())["thresholds"]
+        doc = doc or policy.annex()
+        th = doc["thresholds"]
+        approved = doc.get("approved_firmware")
         return cls(th["duty_main_pct"], th["backup_floor_pct"], th["duty_storage_free_pct"],
-                   th["duty_clock_error_us"])
+                   th["duty_clock_error_us"],
+                   None if approved is None else tuple(str(fw) for fw in approved))
 
 
 @dataclass
@@ -35,8 +41,11 @@ class Readiness:
     status: dict[str, Any]
 
 
-def assess(status: dict[str, Any], sync: SyncResult | None, th: Thresholds) -> Readiness:
-    """Every reason this recorder may not go on duty; ready when there is none."""
+def assess(status: dict[str, Any], sync: SyncResult | None, th: Thresholds,
+           firmware: str | None = None) -> Readiness:
+    """Every reason this recorder may not go on duty; ready when there is none. `firmware` is
+    the version the recorder reported (`identify`); unknown, it is not approved when the policy
+    lists approved versions."""
     reasons = []
     main, backup, storage = status["battery_main"], status["battery_backup"], status["storage"]
     if main["pct"] < th.main_min_pct:
@@ -64,4 +73,9 @@ def assess(status: dict[str, Any], sync: SyncResult | None, th: Thresholds) -> R
         reasons.append(f"{status['pending']} records still on the device")
     if status["recording"]:
         reasons.append("the recorder is recording")
+    if th.approved_firmware is not None and firmware not in th.approved_firmware:
+        approved = ", ".join(th.approved_firmware)
+        reasons.append(f"firmware {firmware} is not approved by the unit policy"
+                       f" (approved: {approved})" if firmware is not None else
+                       f"firmware version unknown; the unit policy approves only {approved}")
     return Readiness(not reasons, reasons, status)

@@ -234,7 +234,8 @@ class DockSession:
 
     def check_readiness(self, sync: clocksync.SyncResult | None) -> Readiness:
         return assess(self.request("get_status"), sync,
-                      Thresholds.from_policy(self.policy_doc))
+                      Thresholds.from_policy(self.policy_doc),
+                      firmware=self.identity.firmware if self.identity else None)
 
     # -- offload ------------------------------------------------------------------------------
     def list_records(self) -> list[dict[str, Any]]:

@@ -66,7 +66,8 @@ def test_dock_commands_never_import_the_lab_rig(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("folder", ["host_agent/dock", "host_agent/vault", "host_agent/transport",
-                                    "host_agent/custody", "protocol"])
+                                    "host_agent/custody", "host_agent/dockd",
+                                    "host_agent/firmware", "host_agent/central", "protocol"])
 def test_agent_parts_import_no_lab_and_no_cli(folder: str) -> None:
     for path in sources(folder):
         bad = {m for m in imports_of(path)
