@@ -30,15 +30,13 @@ naming the file and line.
 
 from __future__ import annotations
 
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from host_agent import settings
 
-class ConfigError(Exception):
-    """A configuration the daemon cannot run with; the message names the file and line."""
+ConfigError = settings.SettingsError
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,7 @@ class Config:
     mqtt: MqttConfig | None = None
 
 
-# section -> key -> (type, default); None default: required
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+_SCHEMA: settings.Schema = {
     "dock": {"identity": (str, None), "vault": (str, None), "state_dir": (str, None),
              "policy": (str, ""), "enroll_unknown": (bool, False),
              "recheck_s": ((int, float), 60.0), "timeout_s": ((int, float), 20.0)},
@@ -79,81 +76,14 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "mqtt": {"broker": (str, None), "ca": (str, ""), "cert": (str, ""), "key": (str, ""),
              "user": (str, ""), "password_file": (str, "")},
 }
-_RANGES = {"recheck_s": (1, 86400), "timeout_s": (1, 600), "baudrate": (1200, 12_000_000),
-           "poll_s": (0.05, 60)}
-
-
-def _line_of(text: str, section: str, key: str | None) -> int:
-    """The line where `key` of `[section]` is set (or the section starts), 1-based; 0 if
-    not found."""
-    current = ""
-    for n, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        m = re.fullmatch(r"\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?", stripped)
-        if m:
-            current = m.group(1)
-            if key is None and current == section:
-                return n
-            continue
-        if current == section and key is not None and re.match(
-                rf"{re.escape(key)}\s*=", stripped):
-            return n
-    return 0
+_RANGES: dict[str, tuple[float, float]] = {
+    "recheck_s": (1, 86400), "timeout_s": (1, 600), "baudrate": (1200, 12_000_000),
+    "poll_s": (0.05, 60)}
 
 
 def load(path: str | Path) -> Config:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not TOML: {exc}") from None
-
-    def where(section: str, key: str | None = None) -> str:
-        line = _line_of(text, section, key)
-        return f"{path}:{line}" if line else str(path)
-
-    values: dict[str, dict[str, Any]] = {}
-    for section, body in doc.items():
-        if section not in _SCHEMA:
-            raise ConfigError(f"{where(section)}: unknown section [{section}] (known:"
-                              f" {', '.join(_SCHEMA)})")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{where(section, section)}: {section} must be a [section]")
-        values[section] = {}
-        for key, value in body.items():
-            if key not in _SCHEMA[section]:
-                raise ConfigError(f"{where(section, key)}: unknown key {key!r} in [{section}]"
-                                  f" (known: {', '.join(_SCHEMA[section])})")
-            kind = _SCHEMA[section][key][0]
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-                names = kind.__name__ if isinstance(kind, type) else " or ".join(
-                    k.__name__ for k in kind)
-                raise ConfigError(f"{where(section, key)}: {key} must be {names}, not"
-                                  f" {type(value).__name__} {value!r}")
-            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where(section, key)}: {key} must be a list of strings")
-            if key in _RANGES and isinstance(value, int | float) and not (
-                    _RANGES[key][0] <= value <= _RANGES[key][1]):
-                lo, hi = _RANGES[key]
-                raise ConfigError(f"{where(section, key)}: {key} = {value} is not within"
-                                  f" {lo}..{hi}")
-            values[section][key] = value
-    for section in ("dock", "serial"):
-        values.setdefault(section, {})
-    for section, keys in _SCHEMA.items():
-        if section not in values:
-            continue
-        for key, (_, default) in keys.items():
-            if key not in values[section]:
-                if default is None:
-                    raise ConfigError(f"{where(section)}: [{section}] needs {key}")
-                values[section][key] = default
+    values, where = settings.read(path, _SCHEMA, _RANGES, always=("dock", "serial"))
     base = path.parent
     dock, serial = values["dock"], values["serial"]
 
