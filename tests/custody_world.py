@@ -25,11 +25,13 @@ UNSET = {"state": "unset", "synced_at": 0, "uncertainty_us": 0}
 
 
 class World:
-    def __init__(self, base: Path, dock_id: str = "test-dock") -> None:
+    def __init__(self, base: Path, dock_id: str = "test-dock", pki: Path | None = None) -> None:
+        """A vault in base/vault; the unit and its dock in `pki` (default: base), so that
+        several worlds can be docks of one unit."""
         self.base = base
         self.unit: UnitKey
         self.dock: DockIdentity
-        self.unit, self.dock = lab_unit(base, dock_id)
+        self.unit, self.dock = lab_unit(pki or base, dock_id)
         self.vault = Vault.open(base / "vault")
         self.chains: dict[str, RecordChain] = {}
         self.clock: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,8 @@
     bodycam device …                      the recorders' custody: inventory, issue, return
     bodycam dockd --config dock.toml      the dock service: serves every recorder that arrives
     bodycam status [--config dock.toml]   its slots: recorder, state, progress, readiness
+    bodycam forward --config dock.toml    the vault forwarded to the central tier, once
+    bodycam central serve --config FILE   the central: PostgreSQL + S3 Object Lock, cosigning
 
 Each group of commands lives in a module of its own; only `demo` and `sim`
 (lab_commands.py) load the lab rig, and only when they run.
@@ -23,6 +25,7 @@ import argparse
 import sys
 
 from host_agent.cli import (
+    central_commands,
     custody_commands,
     daemon_commands,
     device_commands,
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     custody_commands.register(sub)
     device_commands.register(sub)
     daemon_commands.register(sub)
+    central_commands.register(sub)
     return parser
 
 

@@ -19,6 +19,11 @@
     poll_s = 1.0                          how often the patterns are looked at (udev events,
                                           where pyudev is installed, wake the look at once)
 
+    [central]                             optional: forward the vault to the central tier
+    url = "https://central.example:8470"  (host_agent/central/), every interval_s
+    interval_s = 60
+    [store]                               the central's S3 store (host_agent/central/config.py)
+
     [mqtt]                                optional: recorders on Wi-Fi / LTE
     broker = "127.0.0.1:1883"             a recorder is served when its retained status topic
     ca = "", cert = "", key = ""          says "online"; TLS files as for `bodycam dock`
@@ -35,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from host_agent import settings
+from host_agent.central import config as central_config
+from host_agent.central.config import StoreConfig
 
 ConfigError = settings.SettingsError
 
@@ -65,6 +72,9 @@ class Config:
     baudrate: int = 921600
     poll_s: float = 1.0
     mqtt: MqttConfig | None = None
+    central_url: str = ""  # forward the vault there (and store objects in `store`)
+    forward_s: float = 60.0
+    store: StoreConfig | None = None
 
 
 _SCHEMA: settings.Schema = {
@@ -75,10 +85,12 @@ _SCHEMA: settings.Schema = {
                "baudrate": (int, 921600), "poll_s": ((int, float), 1.0)},
     "mqtt": {"broker": (str, None), "ca": (str, ""), "cert": (str, ""), "key": (str, ""),
              "user": (str, ""), "password_file": (str, "")},
+    "central": {"url": (str, None), "interval_s": ((int, float), 60.0)},
+    "store": central_config.STORE,
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "recheck_s": (1, 86400), "timeout_s": (1, 600), "baudrate": (1200, 12_000_000),
-    "poll_s": (0.05, 60)}
+    "poll_s": (0.05, 60), "interval_s": (1, 86400), **central_config.RANGES}
 
 
 def load(path: str | Path) -> Config:
@@ -99,12 +111,19 @@ def load(path: str | Path) -> Config:
                               " HOST:PORT")
         mqtt = MqttConfig(host or "127.0.0.1", int(port), resolve(m["ca"]), resolve(m["cert"]),
                           resolve(m["key"]), m["user"], resolve(m["password_file"]))
+    if ("central" in values) != ("store" in values):
+        raise ConfigError(f"{where('central' if 'central' in values else 'store')}: forwarding"
+                          " needs both [central] and [store]")
+    store = central_config.store_config(values["store"], base) if "store" in values else None
+    central = values.get("central", {})
     cfg = Config(path=str(path.resolve()), identity=resolve(dock["identity"]),
                  vault=resolve(dock["vault"]), state_dir=resolve(dock["state_dir"]),
                  policy=resolve(dock["policy"]), enroll_unknown=dock["enroll_unknown"],
                  recheck_s=float(dock["recheck_s"]), timeout_s=float(dock["timeout_s"]),
                  watch=tuple(serial["watch"]), ignore=tuple(serial["ignore"]),
-                 baudrate=serial["baudrate"], poll_s=float(serial["poll_s"]), mqtt=mqtt)
+                 baudrate=serial["baudrate"], poll_s=float(serial["poll_s"]), mqtt=mqtt,
+                 central_url=central.get("url", ""),
+                 forward_s=float(central.get("interval_s", 60.0)), store=store)
     _check_paths(cfg, where)
     return cfg
 

@@ -1,5 +1,8 @@
 """`bodycam dockd`: the dock PC's service. It serves whatever recorder arrives, all day.
 
+With [central] and [store] in the config, the vault is also forwarded to the central tier
+every `interval_s` (host_agent/dockd/forwarding.py), in a process of its own.
+
 Arrivals: serial ports matching the config's `watch` patterns (and none of `ignore`), looked
 at every `poll_s` (a udev event wakes the look at once where pyudev is installed), and
 recorders on MQTT whose retained status topic (`bodycam/<id>/status`) says "online". Each
@@ -124,6 +127,8 @@ class Daemon:
         self.mqtt: MqttWatcher | None = None
         self._udev: Any = None
         self.state_dir = Path(cfg.state_dir)
+        self.forwarder: SpawnProcess | None = None
+        self.forward_at = 0.0
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -193,6 +198,24 @@ class Daemon:
                   and now >= s.retry_at):
                 self._start(s)
 
+    def forward(self) -> None:
+        """Start a forwarding pass to the central when one is due and none is running."""
+        if not self.cfg.central_url:
+            return
+        p = self.forwarder
+        if p is not None:
+            if p.is_alive():
+                return
+            p.join()
+            self.forwarder = None
+        now = time.monotonic()
+        if now < self.forward_at:
+            return
+        self.forward_at = now + self.cfg.forward_s
+        self.forwarder = self.ctx.Process(target=_forward_worker, args=(self.cfg,),
+                                          name="forward", daemon=False)
+        self.forwarder.start()
+
     def _stop_worker(self, s: Slot) -> None:
         p = s.process
         if p is None:
@@ -234,6 +257,7 @@ class Daemon:
         try:
             while not self.stopping:
                 self.step()
+                self.forward()
                 now = time.monotonic()
                 if self.notifier.watchdog_s and now - last_ping >= self.notifier.watchdog_s:
                     self.notifier.watchdog()
@@ -259,6 +283,14 @@ class Daemon:
                     os.kill(s.process.pid, signal.SIGTERM)
         for s in self.slots.values():
             self._stop_worker(s)
+        if self.forwarder is not None:
+            if self.forwarder.is_alive() and self.forwarder.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.forwarder.pid, signal.SIGTERM)  # idempotent: the next resumes
+            self.forwarder.join(STOP_WAIT_S)
+            if self.forwarder.is_alive():
+                self.forwarder.kill()
+                self.forwarder.join()
         if self.mqtt is not None:
             self.mqtt.stop()
         if self._udev is not None:
@@ -277,6 +309,14 @@ def _worker(spec: SlotSpec, cfg: Config) -> None:
     """A slot's worker process (spawned: nothing of the daemon's threads comes along)."""
     setup_logging(logging.INFO, json_lines=bool(os.environ.get(LOG_JSON_ENV)))
     raise SystemExit(slot.serve(spec, cfg))
+
+
+def _forward_worker(cfg: Config) -> None:
+    """The forwarding pass's process (spawned, like the slots' workers)."""
+    from host_agent.dockd import forwarding
+
+    setup_logging(logging.INFO, json_lines=bool(os.environ.get(LOG_JSON_ENV)))
+    raise SystemExit(forwarding.run(cfg))
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ def read(state_dir: str | Path) -> dict[str, Any]:
     now = time.time()
     for s in slots:
         s["age_s"] = round(now - float(s.get("updated", now)), 1)
-    return {"state_dir": str(root), "daemon": daemon, "running": running, "slots": slots}
+    return {"state_dir": str(root), "daemon": daemon, "running": running, "slots": slots,
+            "forward": _load(root / "forward.json")}
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -68,4 +69,13 @@ def lines(status: dict[str, Any], width: int = 30) -> list[str]:
         out.append(text)
     if len(out) == 1:
         out.append("  no recorder in any slot")
+    f = status.get("forward")
+    if f:
+        text = f"  forwarding to the central: {f.get('state')}"
+        if f.get("size") is not None:
+            text += f", {f.get('next', 0)} of {f['size']} log entries held there (backlog" \
+                    f" {f.get('backlog', 0)})"
+        if f.get("error"):
+            text += f" — {f['error']}"
+        out.append(text)
     return out

@@ -61,6 +61,20 @@ class Frontier:
         self.size = 0
         self._nodes: list[bytes] = []  # one per set bit of size, from the highest bit down
 
+    @classmethod
+    def restore(cls, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """A frontier saved as (`size`, `nodes`): the right edge another process kept."""
+        if size < 0 or len(nodes) != bin(size).count("1") or any(len(n) != 32 for n in nodes):
+            raise ValueError(f"{len(nodes)} nodes are not the right edge of a tree of {size}")
+        f = cls()
+        f.size, f._nodes = size, [bytes(n) for n in nodes]
+        return f
+
+    @property
+    def nodes(self) -> list[bytes]:
+        """The right edge, to save and `restore`."""
+        return list(self._nodes)
+
     def append(self, leaf: bytes) -> None:
         """Add the next leaf hash."""
         node = leaf

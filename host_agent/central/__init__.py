@@ -1,0 +1,12 @@
+"""The central tier (Art. 2, 9: central keeping): docks forward verified evidence to an S3
+Object Lock store and a PostgreSQL index, and the central cosigns every dock's log.
+
+    forward.py   the dock side: the vault's log, in order, from where the central stands
+    service.py   the central: re-verifies everything, keeps it once, cosigns checkpoints,
+                 flags a log that forks or shrinks
+    wire.py      what they say to each other (signed CBOR over HTTP POST /v1)
+    http.py      the HTTP server and client
+    index.py     the PostgreSQL tables
+    objects.py   the object store (boto3; Object Lock required)
+    cosign.py    C2SP tlog-cosignature v1
+"""

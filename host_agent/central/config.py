@@ -1,0 +1,100 @@
+"""The central's configuration (central.toml) and the object-store section both sides share.
+
+    [central]
+    listen = "127.0.0.1:8470"             where the service answers (put TLS in front of it)
+    database = "postgresql://…"           its PostgreSQL (a libpq connection string)
+    unit_key = "/etc/bodycam/unit.pub"    the unit whose certified docks it serves
+    key = "/etc/bodycam/central/central.key"   its cosigning key (`bodycam central keygen`)
+    name = "central.example/witness"      the key's name in cosignatures
+    revoked = []                          key ids (hex) of docks it no longer serves
+
+    [store]                               the S3 store with Object Lock (also in dock.toml)
+    endpoint = "http://127.0.0.1:7480"
+    bucket = "evidence"
+    access_key = "…"
+    secret_key_file = "/etc/bodycam/central/s3.secret"
+    region = "us-east-1"
+    retention_days = 183                  COMPLIANCE retention of every object
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from host_agent import settings
+from host_agent.central.objects import Objects
+
+STORE: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "endpoint": (str, None), "bucket": (str, None), "access_key": (str, None),
+    "secret_key_file": (str, None), "region": (str, "us-east-1"),
+    "retention_days": (int, 183)}
+RANGES: dict[str, tuple[float, float]] = {"retention_days": (1, 36500)}
+SCHEMA: settings.Schema = {
+    "central": {"listen": (str, "127.0.0.1:8470"), "database": (str, None),
+                "unit_key": (str, None), "key": (str, None),
+                "name": (str, "bodycam-central"), "revoked": (list, [])},
+    "store": STORE,
+}
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key_file: str
+    region: str
+    retention_days: int
+
+    def objects(self) -> Objects:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        secret = Path(self.secret_key_file).read_text().strip()
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                              aws_access_key_id=self.access_key, aws_secret_access_key=secret,
+                              config=BotoConfig(s3={"addressing_style": "path"},
+                                                retries={"max_attempts": 3}))
+        return Objects(client, self.bucket, self.retention_days)
+
+
+def store_config(values: dict[str, Any], base: Path) -> StoreConfig:
+    return StoreConfig(values["endpoint"], values["bucket"], values["access_key"],
+                       str((base / values["secret_key_file"]).resolve()), values["region"],
+                       values["retention_days"])
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    path: str
+    host: str
+    port: int
+    database: str
+    unit_key: str
+    key: str
+    name: str
+    store: StoreConfig
+    revoked: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load(path: str | Path) -> CentralConfig:
+    path = Path(path)
+    values, where = settings.read(path, SCHEMA, RANGES, always=("central", "store"))
+    c = values["central"]
+    host, sep, port = c["listen"].rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise settings.SettingsError(f"{where('central', 'listen')}: listen {c['listen']!r}"
+                                     " is not HOST:PORT")
+    for text in c["revoked"]:
+        try:
+            if len(bytes.fromhex(text)) != 16:
+                raise ValueError
+        except ValueError:
+            raise settings.SettingsError(f"{where('central', 'revoked')}: {text!r} is not a"
+                                         " dock key id (32 hex digits)") from None
+    base = path.parent
+    return CentralConfig(str(path.resolve()), host or "127.0.0.1", int(port), c["database"],
+                         str((base / c["unit_key"]).resolve()), str((base / c["key"]).resolve()),
+                         c["name"], store_config(values["store"], base), tuple(c["revoked"]))

@@ -1,0 +1,100 @@
+"""The central index in PostgreSQL (psycopg 3): every dock's log mirrored entry by entry, the
+recorders' keys, every record once, the cosigned checkpoints, and every refusal.
+
+    logs(origin, dock_id, dock_key, size, nodes, root, cosigned, flagged, updated)
+        one row per dock vault (its log origin): how much of its log the central holds, the
+        log's right edge (log.Frontier) to follow its root leaf by leaf, the last cosigned
+        checkpoint, and why forwarding stopped (flagged) until a person clears it
+    log_entries(origin, idx, kind, leaf, entry)    the mirror; a resent entry must match
+    devices(device_id, public_key, origin, idx, at) the first certified dock to enrol a key
+    records(device_id, seq, kind, record, record_sha256, prev, object_sha256, size,
+            data_state, chain_break, case_no, origin, idx, at)
+        every signed record once, byte-exact as signed; (device_id, seq) is the key
+    refusals(id, at, origin, dock_id, reason)
+
+log_entries, devices, records and refusals refuse UPDATE and DELETE (triggers): the central
+keeps evidence as the vaults do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    origin text PRIMARY KEY,
+    dock_id text NOT NULL,
+    dock_key bytea NOT NULL,
+    size bigint NOT NULL DEFAULT 0,
+    nodes bytea[] NOT NULL DEFAULT '{}',
+    root bytea,
+    cosigned text,
+    flagged text,
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS log_entries (
+    origin text NOT NULL REFERENCES logs(origin),
+    idx bigint NOT NULL,
+    kind text NOT NULL,
+    leaf bytea NOT NULL,
+    entry bytea NOT NULL,
+    PRIMARY KEY (origin, idx)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id text PRIMARY KEY,
+    public_key bytea NOT NULL UNIQUE,
+    origin text NOT NULL,
+    idx bigint NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS records (
+    device_id text NOT NULL REFERENCES devices(device_id),
+    seq bigint NOT NULL CHECK (seq >= 1),
+    kind text NOT NULL,
+    record bytea NOT NULL,
+    record_sha256 bytea NOT NULL,
+    prev bytea NOT NULL,
+    object_sha256 bytea,
+    size bigint,
+    data_state text,
+    chain_break text,
+    case_no text,
+    origin text NOT NULL,
+    idx bigint NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS records_by_case ON records(case_no);
+CREATE TABLE IF NOT EXISTS refusals (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    origin text,
+    dock_id text,
+    reason text NOT NULL
+);
+CREATE OR REPLACE FUNCTION bodycam_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: evidence may not be altered or removed', TG_TABLE_NAME;
+END $$ LANGUAGE plpgsql;
+"""
+APPEND_ONLY = ("log_entries", "devices", "records", "refusals")
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=False)
+
+
+def create(dsn: str) -> None:
+    """Make the tables (idempotent)."""
+    with connect(dsn) as db:
+        db.execute("SELECT pg_advisory_xact_lock(4242)")  # two services starting at once
+        db.execute(SCHEMA)  # type: ignore[arg-type]
+        for table in APPEND_ONLY:
+            exists = db.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s",
+                                (f"{table}_append_only",)).fetchone()
+            if exists is None:
+                db.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON"  # type: ignore[arg-type]
+                           f" {table} FOR EACH ROW EXECUTE FUNCTION bodycam_append_only()")
+        db.commit()

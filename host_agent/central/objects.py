@@ -1,0 +1,107 @@
+"""The object store: any S3-compatible store with Object Lock (Ceph RGW, MinIO, AWS S3),
+through boto3. Segments (and hall footage) are stored under objects/<sha256 hex>, with the
+store's own SHA-256 checksum checked on the way in, COMPLIANCE retention from the unit's
+rules, and a legal hold for evidence in a case. A bucket without Object Lock is refused.
+
+Not every store checks the SHA-256 a put names, or keeps it (Ceph RGW 16.2 does neither): where
+the store returns no checksum, the central reads the object and hashes it itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DAY = dt.timedelta(days=1)
+
+
+class StoreError(Exception):
+    """The store cannot be used, or an object is not what it should be."""
+
+
+@dataclass
+class Objects:
+    client: Any  # a boto3 S3 client
+    bucket: str
+    retention_days: int = 183
+
+    def key(self, sha256: bytes) -> str:
+        return f"objects/{sha256.hex()}"
+
+    def check_bucket(self) -> None:
+        """Refuse a bucket that cannot lock what it holds (never used silently)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(f"bucket {self.bucket!r} has no Object Lock ({code}): evidence"
+                             " there could be deleted; refusing to use it") from None
+        if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise StoreError(f"bucket {self.bucket!r} has Object Lock disabled; refusing it")
+
+    def head(self, sha256: bytes) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=self.key(sha256),
+                                                ChecksumMode="ENABLED"))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"cannot look at {self.key(sha256)}: {exc}") from None
+
+    def put(self, sha256: bytes, source: Path, size: int, *, hold: bool) -> bool:
+        """Store the file's bytes (unless an object with this hash and size is there); True
+        if it was put, with the SHA-256 for a store that checks it."""
+        from botocore.exceptions import ClientError
+
+        there = self.head(sha256)
+        if there is not None and int(there.get("ContentLength", -1)) == size:
+            if hold and there.get("ObjectLockLegalHoldStatus") != "ON":
+                self.client.put_object_legal_hold(Bucket=self.bucket, Key=self.key(sha256),
+                                                  LegalHold={"Status": "ON"})
+            return False
+        until = dt.datetime.now(dt.UTC) + self.retention_days * DAY
+        extra: dict[str, Any] = {"ObjectLockLegalHoldStatus": "ON"} if hold else {}
+        with source.open("rb") as body:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.key(sha256), Body=body, ContentLength=size,
+                    ChecksumSHA256=base64.b64encode(sha256).decode(),
+                    ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until, **extra)
+            except ClientError as exc:
+                raise StoreError(f"the store refused {self.key(sha256)}: {exc}") from None
+        return True
+
+    def _read_sha256(self, sha256: bytes) -> bytes:
+        h = hashlib.sha256()
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            h.update(chunk)
+        return h.digest()
+
+    def verify(self, sha256: bytes, size: int) -> str | None:
+        """What is wrong with the stored object for this hash and size; None if it is there,
+        of that size, with the store's SHA-256 checksum equal to it, and locked."""
+        there = self.head(sha256)
+        if there is None:
+            return f"{self.key(sha256)} is not in the store"
+        if int(there.get("ContentLength", -1)) != size:
+            return f"{self.key(sha256)} holds {there.get('ContentLength')} bytes, not {size}"
+        checksum = there.get("ChecksumSHA256")
+        if checksum is not None:
+            if base64.b64decode(checksum) != sha256:
+                return f"{self.key(sha256)}: the store's SHA-256 is not the signed one"
+        elif self._read_sha256(sha256) != sha256:
+            # a store that keeps no checksum (Ceph RGW 16): read the bytes and hash them,
+            # since the dock that put them is not trusted either
+            return f"{self.key(sha256)}: its bytes do not hash to the signed SHA-256"
+        if there.get("ObjectLockMode") != "COMPLIANCE":
+            return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
+        return None

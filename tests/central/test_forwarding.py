@@ -1,0 +1,234 @@
+"""Two docks forward three recorders' evidence to the central tier — real Ceph RGW (S3 Object
+Lock), real PostgreSQL — and the central trusts none of it: it re-verifies every record,
+keeps each once, locks each object, cosigns each dock's log, and flags a dock whose vault was
+rolled back or whose log forked. Every hostile move is played by a dock or a stranger."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from host_agent.central import cosign, http, index
+from host_agent.central.forward import COSIGNED, Forwarder, ForwardError
+from host_agent.central.objects import Objects, StoreError
+from host_agent.central.service import Central
+from host_agent.vault import Vault
+from tests.custody_world import World
+
+
+class CentralKey:
+    name = "central.test/witness"
+
+    def __init__(self) -> None:
+        self._k = Ed25519PrivateKey.generate()
+        self.public_key = self._k.public_key().public_bytes_raw()
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._k.sign(msg)
+
+
+class Tier:
+    """A central service over a fresh database and bucket, and its HTTP endpoint."""
+
+    def __init__(self, ceph: Any, postgres: Any, unit_key: bytes) -> None:
+        self.s3 = ceph.client()
+        self.bucket = "evidence-" + uuid.uuid4().hex[:12]
+        self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
+        self.dsn = postgres.create_database("central_" + uuid.uuid4().hex[:10])
+        index.create(self.dsn)
+        self.key = CentralKey()
+        self.objects = Objects(self.s3, self.bucket, retention_days=1)
+        self.objects.check_bucket()
+        self.central = Central(self.dsn, self.objects, unit_key, self.key)
+        self.httpd = http.server(self.central)
+        http.serve_in_thread(self.httpd)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def forwarder(self, world: World) -> Forwarder:
+        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7)
+
+    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as db:
+            return db.execute(query, args).fetchall()  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def docks(tmp_path: Path) -> Iterator[tuple[World, World]]:
+    """Two docks of one unit; three recorders (REC-1 and REC-2 at dock A, REC-3 at B)."""
+    a = World(tmp_path / "a", "dock-a", pki=tmp_path / "pki")
+    b = World(tmp_path / "b", "dock-b", pki=tmp_path / "pki")
+    for world, names in ((a, ("REC-1", "REC-2")), (b, ("REC-3",))):
+        for name in names:
+            world.recorder(name)
+            world.phase(name, case=f"CASE-{name}")
+            world.segment(name)
+            world.release(name)
+            world.docking(name)
+        world.checkpoint()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def tier(ceph: Any, postgres: Any, docks: tuple[World, World]) -> Iterator[Tier]:
+    t = Tier(ceph, postgres, docks[0].unit.public)
+    yield t
+    t.close()
+
+
+def records_in(world: World) -> int:
+    return sum(len(world.vault.records(str(d["device_id"]))) for d in world.vault.devices())
+
+
+def test_two_docks_forward_everything_once_locked_and_cosigned(tier: Tier,
+                                                              docks: tuple[World, World]
+                                                              ) -> None:
+    a, b = docks
+    for world in (a, b):
+        done = tier.forwarder(world).run()
+        assert done.next == done.size == world.vault.log_size() and done.backlog == 0
+    total = records_in(a) + records_in(b)
+    assert tier.sql("SELECT count(*), count(DISTINCT (device_id, seq)) FROM records")[0] == (
+        total, total)
+    # every segment object is in the store, locked; deleting the locked version is refused
+    objects = tier.sql("SELECT object_sha256, case_no FROM records WHERE data_state ="
+                       " 'stored'")
+    assert len(objects) == 9  # three segments of each of three recorders
+    for sha, case in objects:
+        head = tier.s3.head_object(Bucket=tier.bucket, Key=f"objects/{bytes(sha).hex()}")
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        # evidence in a case is under a legal hold as well
+        assert (head.get("ObjectLockLegalHoldStatus") == "ON") == (case is not None)
+        with pytest.raises(ClientError):
+            tier.s3.delete_object(Bucket=tier.bucket, Key=f"objects/{bytes(sha).hex()}",
+                                  VersionId=head["VersionId"], BypassGovernanceRetention=True)
+    # both docks hold a cosignature of their latest checkpoint, by the central's key
+    for world in (a, b):
+        kept = sorted((world.vault.root / COSIGNED).iterdir())
+        latest = kept[-1].read_bytes()
+        assert int(latest.split(b"\n")[1]) == world.vault.log_size()
+        assert cosign.verify(latest, tier.key.name, tier.key.public_key) is not None
+        report = world.vault.verify_report(witness=[str(world.vault.root / COSIGNED)])
+        assert report.problems == []
+    # again: nothing new, nothing twice
+    again = tier.forwarder(a).run()
+    assert again.sent == 0 and again.objects_put == 0
+    a.segment("REC-1")
+    more = tier.forwarder(a).run()
+    assert more.sent == 1 and more.records == 1 and more.objects_put == 1
+    assert tier.sql("SELECT count(*) FROM records")[0][0] == total + 1
+
+
+def test_a_rolled_back_vault_is_flagged_and_stopped(tier: Tier, docks: tuple[World, World],
+                                                   tmp_path: Path) -> None:
+    a, _ = docks
+    a.vault.close()
+    shutil.copytree(a.base / "vault", tmp_path / "old-copy")
+    a.vault = Vault.open(a.base / "vault", create=False)
+    a.segment("REC-1")
+    a.segment("REC-2")
+    tier.forwarder(a).run()
+    # the operator puts the old copy back (two records gone)
+    a.vault.close()
+    shutil.rmtree(a.base / "vault")
+    shutil.copytree(tmp_path / "old-copy", a.base / "vault")
+    a.vault = Vault.open(a.base / "vault", create=False)
+    with pytest.raises(ForwardError, match="shrank"):
+        tier.forwarder(a).run()
+    assert tier.sql("SELECT flagged FROM logs WHERE origin = %s", a.vault.origin)[0][0]
+    # it stays stopped, whatever the dock sends, until a person clears it
+    a.segment("REC-1")
+    with pytest.raises(ForwardError, match="flagged|stopped"):
+        tier.forwarder(a).run()
+    reasons = [r[0] for r in tier.sql("SELECT reason FROM refusals ORDER BY id")]
+    assert any("shrank" in r for r in reasons)
+
+
+def test_a_forged_record_and_a_missing_object_are_refused(tier: Tier,
+                                                         docks: tuple[World, World]) -> None:
+    a, _ = docks
+    fwd = tier.forwarder(a)
+    real_item = fwd._item
+
+    def forged(idx: int, entry: bytes, out: Any) -> dict[str, Any]:
+        item = real_item(idx, entry, out)
+        if "record" in item:
+            rec = bytearray(item["record"])
+            rec[-1] ^= 1  # a bit of the signature: the entry's hash no longer matches either
+            item["record"] = bytes(rec)
+        return item
+
+    fwd._item = forged  # type: ignore[method-assign]
+    with pytest.raises(ForwardError, match="not the one the entry names"):
+        fwd.run()
+    assert tier.sql("SELECT count(*) FROM records")[0][0] == 0
+    # a segment that never reached the store: the record waits, the log is not flagged
+    fwd2 = tier.forwarder(a)
+    fwd2.objects = Objects(tier.s3, tier.bucket)
+    fwd2._put = lambda *args, **kw: None  # type: ignore[method-assign]
+    with pytest.raises(ForwardError, match="not in the store"):
+        fwd2.run()
+    assert tier.sql("SELECT flagged FROM logs WHERE origin = %s", a.vault.origin)[0][0] is None
+    tier.forwarder(a).run()  # then it goes through
+    assert tier.sql("SELECT count(*) FROM records")[0][0] == records_in(a)
+
+
+def test_a_stranger_and_a_revoked_dock_are_refused(tier: Tier, docks: tuple[World, World],
+                                                  tmp_path: Path) -> None:
+    from host_agent.lab.unit import lab_unit
+    from protocol import authority
+
+    a, _ = docks
+    _, stranger = lab_unit(tmp_path / "other-unit", "dock-x")
+    fwd = Forwarder(a.vault, stranger, tier.url, tier.objects)
+    with pytest.raises(ForwardError, match="certificate refused"):
+        fwd.run()
+    tier.central.revoked.add(authority.key_id(a.dock.public_key))
+    with pytest.raises(ForwardError, match="revoked"):
+        tier.forwarder(a).run()
+    assert tier.sql("SELECT count(*) FROM refusals")[0][0] >= 2
+
+
+def test_a_bucket_without_object_lock_is_refused(tier: Tier) -> None:
+    plain = "plain-" + uuid.uuid4().hex[:12]
+    tier.s3.create_bucket(Bucket=plain)
+    with pytest.raises(StoreError, match="no Object Lock"):
+        Objects(tier.s3, plain).check_bucket()
+
+
+def test_the_central_index_is_append_only(tier: Tier, docks: tuple[World, World]) -> None:
+    tier.forwarder(docks[0]).run()
+    with psycopg.connect(tier.dsn) as db, pytest.raises(psycopg.Error, match="append-only"):
+        db.execute("UPDATE records SET case_no = 'X'")
+
+
+def test_other_bytes_under_a_segment_s_name_are_refused(tier: Tier,
+                                                       docks: tuple[World, World]) -> None:
+    """A dock that puts other bytes under a segment's SHA-256 (the store, Ceph RGW 16, does
+    not check the checksum a put names): the central hashes what the store holds."""
+    a, _ = docks
+    fwd = tier.forwarder(a)
+
+    def put_wrong(sha: bytes, size: int, *, hold: bool, out: Any) -> None:
+        tier.s3.put_object(Bucket=tier.bucket, Key=f"objects/{sha.hex()}", Body=b"x" * size,
+                           ObjectLockMode="COMPLIANCE",
+                           ObjectLockRetainUntilDate=__import__("datetime").datetime(
+                               2100, 1, 1))
+
+    fwd._put = put_wrong  # type: ignore[method-assign]
+    with pytest.raises(ForwardError, match="do not hash to the signed SHA-256"):
+        fwd.run()
+    assert tier.sql("SELECT count(*) FROM records WHERE data_state = 'stored'")[0][0] == 0
