@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from host_agent.cli.output import ProgressBar, fail, format_phase, json_default
@@ -73,12 +74,47 @@ def cmd_vault_verify(args: argparse.Namespace) -> int:
             print(f"checkpoint {c.source}: {c.status}: {c.detail}")
     if own_good:
         print(f"checkpoints the vault kept itself: {own_good} consistent with its log")
+    for line in _cosignatures(args):
+        print(line)
     print(f"trust: {report.trust}")
     if problems:
         print(f"vault {vault.root}: {len(problems)} problem(s) in {records} records")
     else:
         print(f"vault {vault.root}: {records} records verified, no problems")
     return 1 if problems else 0
+
+
+def _cosignatures(args: argparse.Namespace) -> list[str]:
+    """With --central-key: which of the --witness notes the central cosigned (it saw the log
+    at that size), each checked with the central's key (host_agent/central/cosign.py)."""
+    if not args.central_key:
+        return []
+    from host_agent.central import cosign
+
+    name, _, key_text = args.central_key.rpartition("=")
+    try:
+        key = public_key(key_text)
+    except KeyFileError as exc:
+        return [f"--central-key: {exc}"]
+    out, best = [], None
+    for folder in args.witness:
+        for path in sorted(Path(folder).glob("*")):
+            try:
+                note = path.read_bytes()
+                when = cosign.verify(note, name, key)
+            except (OSError, ValueError) as exc:
+                out.append(f"{path}: not a cosigned checkpoint: {exc}")
+                continue
+            if when is not None:
+                size = int(note.split(b"\n")[1])
+                best = max(best or (0, 0), (size, when))
+    if best is None:
+        out.append(f"no checkpoint cosigned by {name} among the --witness notes")
+    else:
+        stamp = datetime.fromtimestamp(best[1], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        out.append(f"cosigned by {name}: the central saw this log at {best[0]} entries"
+                   f" ({stamp})")
+    return out
 
 
 def cmd_vault_timeline(args: argparse.Namespace) -> int:
@@ -148,6 +184,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("--unit-key", metavar="HEX|FILE",
                    help="the unit's public key (hex, or unit.pub): checkpoints count only if"
                         " signed by a dock key the unit certified")
+    v.add_argument("--central-key", metavar="NAME=HEX|FILE",
+                   help="the central's cosigning key: report the largest checkpoint among the"
+                        " --witness notes the central cosigned (e.g. --witness VAULT/cosigned)")
     v.add_argument("--dock-cert", action="append", default=[], metavar="FILE",
                    help="a unit-signed dock certificate (with --unit-key), besides those the"
                         " vault recorded (repeatable)")

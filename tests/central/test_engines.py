@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from host_agent.lab.ceph import CephRGW
 from host_agent.lab.postgres import Postgres
-from tests.central.conftest import TwoBrokers, subscribe
+from tests.central.conftest import DOCK_ID, TwoBrokers, subscribe
 
 
 def _b64_sha256(data: bytes) -> str:
@@ -163,13 +163,15 @@ def test_a_status_crosses_the_bridge_and_recorder_data_does_not(two_brokers: Two
     agent.publish("bodycam/dock/status", b"ready", qos=1, retain=True).wait_for_publish(5)
 
     watcher.wait("bodycam/CAM-X/status", b"online")
-    watcher.wait("bodycam/dock/status", b"ready")
+    watcher.wait(f"bodycam/docks/{DOCK_ID}/dock/status", b"ready")
     # One recorder, one bridge, in order: had d2h crossed it would have arrived first.
     assert "bodycam/CAM-X/d2h" not in watcher.topics()
     # The central broker keeps the statuses retained for whoever looks later.
     late = subscribe(two_brokers.client(central, "late-watcher"), "bodycam/+/status")
     assert late.wait("bodycam/CAM-X/status", b"online").retain
-    assert late.wait("bodycam/dock/status", b"ready").retain
+    dock_status = subscribe(two_brokers.client(central, "late-dock-watcher"),
+                            "bodycam/docks/+/dock/status")
+    assert dock_status.wait(f"bodycam/docks/{DOCK_ID}/dock/status", b"ready").retain
 
     # Nothing comes in: a request forged at the central broker never reaches the recorder
     # (the bridge subscribes to nothing there; half a second is plenty on loopback).
@@ -180,9 +182,10 @@ def test_a_status_crosses_the_bridge_and_recorder_data_does_not(two_brokers: Two
 
 
 def test_the_docks_telemetry_crosses_the_bridge(two_brokers: TwoBrokers) -> None:
-    watcher = subscribe(two_brokers.client(two_brokers.central, "watcher"), "bodycam/dock/#")
+    watcher = subscribe(two_brokers.client(two_brokers.central, "watcher"), "bodycam/#")
     agent = two_brokers.client(two_brokers.dock, "dock")
     agent.publish("bodycam/dock/telemetry", b'{"free": 1}', qos=1).wait_for_publish(5)
     agent.publish("bodycam/dock/status", b"ready", qos=1).wait_for_publish(5)
-    watcher.wait("bodycam/dock/status", b"ready")
-    assert "bodycam/dock/telemetry" in watcher.topics()
+    watcher.wait(f"bodycam/docks/{DOCK_ID}/dock/status", b"ready")
+    # under this dock's id at the central, so that many docks do not collide there
+    assert f"bodycam/docks/{DOCK_ID}/dock/telemetry" in watcher.topics()

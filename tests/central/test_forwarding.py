@@ -232,3 +232,38 @@ def test_other_bytes_under_a_segment_s_name_are_refused(tier: Tier,
     with pytest.raises(ForwardError, match="do not hash to the signed SHA-256"):
         fwd.run()
     assert tier.sql("SELECT count(*) FROM records WHERE data_state = 'stored'")[0][0] == 0
+
+
+def test_the_fleet_sees_each_dock_s_backlog_through_the_bridge(
+        tier: Tier, docks: tuple[World, World], two_brokers: Any) -> None:
+    """Three engines at once: the dock forwards to the central (Ceph RGW + PostgreSQL), then
+    tells its own broker how far it got; the bridge carries that to the central broker under
+    the dock's id. `vault verify` shows the central's cosignature."""
+    import json
+    import subprocess
+    import sys
+
+    from host_agent.dockd.config import MqttConfig
+    from host_agent.dockd.forwarding import publish
+    from tests.central.conftest import DOCK_ID, subscribe
+
+    a, _ = docks
+    watcher = subscribe(two_brokers.client(two_brokers.central, "fleet"), "bodycam/docks/#")
+    done = tier.forwarder(a).run()
+    cert, key = two_brokers.ca.client("dock")  # the dock's certificate at its own broker
+    publish(MqttConfig(two_brokers.dock.host, two_brokers.dock.port,
+                       ca=str(two_brokers.ca.ca_file), cert=str(cert), key=str(key)),
+            done.to_dict())
+    got = watcher.wait(f"bodycam/docks/{DOCK_ID}/dock/forward")
+    assert json.loads(got.payload) == {**done.to_dict()} and json.loads(got.payload)[
+        "backlog"] == 0
+    a.vault.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "host_agent.cli", "vault", "verify", str(a.base / "vault"),
+         "--witness", str(a.base / "vault" / COSIGNED), "--central-key",
+         f"{tier.key.name}={tier.key.public_key.hex()}"], capture_output=True, text=True,
+        timeout=120)
+    a.vault = Vault.open(a.base / "vault", create=False)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert (f"cosigned by {tier.key.name}: the central saw this log at {done.size} entries"
+            in shown.stdout)
