@@ -33,7 +33,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.context import SpawnProcess
+from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ RETRY_S = (5.0, 10.0, 20.0, 40.0, 60.0)
 @dataclass
 class Slot:
     spec: SlotSpec
-    process: SpawnProcess | None = None
+    process: ForkServerProcess | None = None
     outcome: int | None = None  # the last worker's exit status
     failures: int = 0
     retry_at: float = 0.0
@@ -123,11 +123,14 @@ class Daemon:
         self.slots: dict[str, Slot] = {}
         self.wake = threading.Event()
         self.stopping = False
-        self.ctx = multiprocessing.get_context("spawn")
+        # workers fork from a forkserver that imported the dock code once: a new recorder's
+        # worker starts in milliseconds, and none of this process's threads go with it
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["host_agent.dockd.slot", "host_agent.dockd.forwarding"])
         self.mqtt: MqttWatcher | None = None
         self._udev: Any = None
         self.state_dir = Path(cfg.state_dir)
-        self.forwarder: SpawnProcess | None = None
+        self.forwarder: ForkServerProcess | None = None
         self.forward_at = 0.0
 
     # -- discovery -------------------------------------------------------------------------------
@@ -306,13 +309,13 @@ class Daemon:
 
 
 def _worker(spec: SlotSpec, cfg: Config) -> None:
-    """A slot's worker process (spawned: nothing of the daemon's threads comes along)."""
+    """A slot's worker process (forked by the forkserver: none of the daemon's threads)."""
     setup_logging(logging.INFO, json_lines=bool(os.environ.get(LOG_JSON_ENV)))
     raise SystemExit(slot.serve(spec, cfg))
 
 
 def _forward_worker(cfg: Config) -> None:
-    """The forwarding pass's process (spawned, like the slots' workers)."""
+    """The forwarding pass's process (forked by the forkserver, like the slots' workers)."""
     from host_agent.dockd import forwarding
 
     setup_logging(logging.INFO, json_lines=bool(os.environ.get(LOG_JSON_ENV)))

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -72,7 +73,9 @@ class SlotState:
         self._last = 0.0
 
     def write(self, **fields: Any) -> None:
-        self.fields.update(fields, updated=time.time())
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        self.fields.update(fields, updated=time.time(),
+                           cpu_s=round(use.ru_utime + use.ru_stime, 3))
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.fields, sort_keys=True))
         os.replace(tmp, self.path)
