@@ -28,6 +28,7 @@ class Objects:
     client: Any  # a boto3 S3 client
     bucket: str
     retention_days: int = 183
+    keeps_checksums: bool | None = None  # learnt from the first object verified
 
     def key(self, sha256: bytes) -> str:
         return f"objects/{sha256.hex()}"
@@ -79,29 +80,45 @@ class Objects:
                 raise StoreError(f"the store refused {self.key(sha256)}: {exc}") from None
         return True
 
-    def _read_sha256(self, sha256: bytes) -> bytes:
-        h = hashlib.sha256()
-        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
-        for chunk in iter(lambda: body.read(1 << 20), b""):
-            h.update(chunk)
-        return h.digest()
-
     def verify(self, sha256: bytes, size: int) -> str | None:
         """What is wrong with the stored object for this hash and size; None if it is there,
         of that size, with the store's SHA-256 checksum equal to it, and locked."""
+        if self.keeps_checksums is False:  # one GET: its headers, and the bytes to hash
+            return self._verify_by_reading(sha256, size)
         there = self.head(sha256)
         if there is None:
             return f"{self.key(sha256)} is not in the store"
         if int(there.get("ContentLength", -1)) != size:
             return f"{self.key(sha256)} holds {there.get('ContentLength')} bytes, not {size}"
         checksum = there.get("ChecksumSHA256")
-        if checksum is not None:
-            if base64.b64decode(checksum) != sha256:
-                return f"{self.key(sha256)}: the store's SHA-256 is not the signed one"
-        elif self._read_sha256(sha256) != sha256:
-            # a store that keeps no checksum (Ceph RGW 16): read the bytes and hash them,
-            # since the dock that put them is not trusted either
-            return f"{self.key(sha256)}: its bytes do not hash to the signed SHA-256"
+        if checksum is None:
+            # a store that keeps no checksum (Ceph RGW 16): read the bytes and hash them, since
+            # the dock that put them is not trusted either; from now on, read at once
+            self.keeps_checksums = False
+            return self._verify_by_reading(sha256, size)
+        self.keeps_checksums = True
+        if base64.b64decode(checksum) != sha256:
+            return f"{self.key(sha256)}: the store's SHA-256 is not the signed one"
         if there.get("ObjectLockMode") != "COMPLIANCE":
+            return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
+        return None
+
+    def _verify_by_reading(self, sha256: bytes, size: int) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return f"{self.key(sha256)} is not in the store"
+            raise StoreError(f"cannot read {self.key(sha256)}: {exc}") from None
+        if int(got.get("ContentLength", -1)) != size:
+            return f"{self.key(sha256)} holds {got.get('ContentLength')} bytes, not {size}"
+        h = hashlib.sha256()
+        for chunk in iter(lambda: got["Body"].read(1 << 20), b""):
+            h.update(chunk)
+        if h.digest() != sha256:
+            return f"{self.key(sha256)}: its bytes do not hash to the signed SHA-256"
+        if got.get("ObjectLockMode") != "COMPLIANCE":
             return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
         return None
