@@ -15,6 +15,9 @@ from protocol import framing
 
 SerialFactory = Callable[..., Any]
 _MAX_READ = 1 << 20
+# A write the line does not take within this long (a recorder that died or stopped reading,
+# its buffers full) is a lost link, not a dock hung forever.
+WRITE_TIMEOUT_S = 10.0
 
 
 class SerialTransport:
@@ -25,8 +28,10 @@ class SerialTransport:
         url: str,
         baudrate: int = 921600,
         factory: SerialFactory = serial.serial_for_url,
+        write_timeout: float = WRITE_TIMEOUT_S,
     ) -> None:
         self.name = f"serial:{url}"
+        self.write_timeout = write_timeout
         self._url = url
         self._baudrate = baudrate
         self._factory = factory
@@ -37,7 +42,8 @@ class SerialTransport:
 
     def open(self) -> None:
         try:
-            port = self._factory(self._url, baudrate=self._baudrate, timeout=0, do_not_open=True)
+            port = self._factory(self._url, baudrate=self._baudrate, timeout=0,
+                                 write_timeout=self.write_timeout, do_not_open=True)
             port.open()
             port.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
@@ -59,6 +65,10 @@ class SerialTransport:
         frame = framing.encode_frame(payload)
         try:
             self._port.write(frame)
+        except serial.SerialTimeoutException:
+            raise Disconnected(f"{self._url}: the line took nothing for"
+                               f" {self.write_timeout:g} s (the recorder stopped reading)"
+                               ) from None
         except (serial.SerialException, OSError) as exc:
             raise Disconnected(f"{self._url}: {exc}") from exc
         self.bytes_out += len(frame)

@@ -101,3 +101,4 @@ def test_a_write_error_fails_the_commit_and_stores_nothing(
         assert vault.head(chain.device_id)[0] == 0
         assert all(p.is_dir() for p in (vault.root / "objects").rglob("*"))
         assert not list((vault.root / "tmp").iterdir())
+
