@@ -6,11 +6,26 @@ and its dock link, and calls `boot` then `serve`; nothing here knows which board
 Boot order matters on a small heap: the board allocates the link's and the camera's buffers
 first and loads the key (with its 24 KB signing table) while large free blocks still exist;
 `serve` allocates the rest.
+
+The heap stays whole by collecting early: `serve` has the garbage collector run every
+`gc_every` bytes allocated (gc.threshold), not only when an allocation fails. MicroPython's
+collector does not move objects, and the allocator takes the lowest free blocks that fit, so
+between collections allocation climbs through the free heap; whatever is still alive at a
+collection (the pre-event ring, a meta, a dock's answers) stays where it was placed. Waiting
+for the heap to run out places such objects all over it, and over a shift a 256 KB heap with
+50 KB free had no free run longer than 2 KB (a listing for the dock needs 5); collecting every
+16 KB keeps them in the lowest part of the free heap and the rest in one piece. A collection
+costs ~0.15 ms on the unix port's 256 KB heap; signing (~250 KB of big-int temporaries) and
+checking a signature (~1.1 MB) account for most of the allocation.
 """
 
 import asyncio
+import gc
 
 from device.recorder import CHUNK_SIZE
+from protocol.compat import const
+
+GC_EVERY = const(16384)  # bytes allocated between collections (see above)
 
 
 def camera_buffer():
@@ -43,7 +58,9 @@ def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
         policies.commission(unit_key)
     if pre_event_s >= 0:
         policies.current["thresholds"]["pre_event_s"] = pre_event_s
-    store = RecordStore(root, spare=spare)
+    if camera_buf is None:
+        camera_buf = camera_buffer()
+    store = RecordStore(root, spare=spare, buf=camera_buf)  # one buffer for both
     clock = ClockService(hal.clock, root)
     recorder = Recorder(hal, store, key, clock, policies, log, buf=camera_buf,
                         segment_ms=segment_ms, reset_cause=reset_cause)
@@ -56,16 +73,21 @@ def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
 
 async def serve(hal, link, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
                 pre_event_s: int = -1, segments: int = 0, segment_ms: int = 60000,
-                ui=None, reset_cause: str = "") -> None:
+                ui=None, reset_cause: str = "", gc_every: int = GC_EVERY) -> None:
     """Recover from a crash, record `segments` at boot (a script for demos and tests), then
     record on request and answer the dock until the power goes.
 
     `root` is the card's directory for the record store, clock, policy; `unit_key` the unit's
     public key when the recorder is commissioned now; `ui` an object with
     `await next_action() -> (action, args)` (the buttons and menu), or None; `reset_cause`
-    what the board knows of why it last reset ("watchdog"), "" for a power-on.
+    what the board knows of why it last reset ("watchdog"), "" for a power-on; `gc_every`
+    the bytes allocated between collections (0: only when the heap runs out).
     """
     from device.dock import DockServer
+
+    if gc_every > 0:
+        gc.collect()
+        gc.threshold(gc_every)
 
     recorder = boot(hal, key, log, root=root, camera_buf=camera_buf, unit_key=unit_key,
                     pre_event_s=pre_event_s, segment_ms=segment_ms, reset_cause=reset_cause)

@@ -28,10 +28,10 @@ A request too large for a noisy line comes staged (protocol/messages.py): its pa
 staging buffer (STAGE_MAX bytes at most, kept until the next hello or another staged request),
 and `run` handles it like any other once its SHA-256 matches, under the same rules.
 
-Requests are handled one at a time, in arrival order. Data for a `read` is built in the link's
-preallocated transmit buffer: the file is read straight into the payload area, the chunk
-header is written in front of it, and the link sends it. A `read_done` closes each read so the
-dock knows the window is complete (or how much of it the segment had).
+Requests are handled one at a time, in arrival order. Data for a `read` goes chunk by chunk
+through the link (`send_data`), which streams each from the file through its one small buffer:
+no chunk is ever whole in the heap. A `read_done` closes each read so the dock knows the
+window is complete (or how much of it the segment had).
 """
 
 import asyncio
@@ -219,8 +219,7 @@ class DockServer:
             fw=FIRMWARE_VERSION,
             public_key=self.key.public,
             key_id=self.key.kid,
-            limits={"chunk": self.link.tx_room - messages.DATA_HEADER_SIZE,
-                    "max_read": messages.MAX_READ},
+            limits={"chunk": self.link.CHUNK, "max_read": messages.MAX_READ},
             nonce=self._nonce,
             unit=authority.key_id(unit) if len(unit) == 32 else b"",
         ))
@@ -334,26 +333,21 @@ class DockServer:
 
     async def _stream(self, msg, f, kind: int) -> None:
         """Send each range the read asks for (messages.ranges) of `f` in chunks of msg["chunk"]
-        bytes at most, each read straight into the link's transmit buffer; then read_done
-        saying how many bytes there were in all (fewer than asked: the file ends there)."""
+        bytes at most, each streamed by the link from the file; then read_done saying how many
+        bytes there were in all (fewer than asked: the file ends there)."""
         seq = msg["seq"]
         link = self.link
-        tx = link.tx
-        mv = memoryview(tx)
-        head = link.TX_AT
-        data_at = head + messages.DATA_HEADER_SIZE
-        room = min(msg["chunk"], link.tx_room - messages.DATA_HEADER_SIZE)
+        room = min(msg["chunk"], link.CHUNK)
         total = 0
         with f:
+            size = f.seek(0, 2)
             for offset, length in messages.ranges(msg):
+                have = min(length, max(0, size - offset))
                 f.seek(offset)
                 sent = 0
-                while sent < length:
-                    n = f.readinto(mv[data_at:data_at + min(room, length - sent)])
-                    if not n:
-                        break
-                    messages.pack_data_header(tx, head, seq, offset + sent, kind)
-                    await link.send_tx(messages.DATA_HEADER_SIZE + n)
+                while sent < have:
+                    n = min(room, have - sent)
+                    await link.send_data(kind, seq, offset + sent, f, n)
                     sent += n
                 total += sent
                 if sent < length:

@@ -18,9 +18,11 @@ buffer per unacknowledged chunk (to retransmit it) or a stop-and-wait per chunk,
 a few hundred KiB, to buy nothing end to end. Requests come in on a QoS 1 subscription (they
 are tiny; the PUBACK is cheap); the dock publishes them at QoS 1.
 
-Heap: one transmit buffer for the life of the link. A data chunk is read into it at TX_AT, the
-dock server writes the chunk header in front, and send_tx writes the PUBLISH header and topic
-in front of that, in the room TX_AT reserves: one memoryview goes to the socket, no copy.
+Heap: one small transmit buffer for the life of the link (device/link.py). A data chunk goes
+out as one PUBLISH written in pieces: its header, topic and chunk header in front of the first
+piece of data read from the file, then each further piece read into the same place; each
+write is a memoryview handed to the socket, never copied. Small messages are copied into the
+buffer and sent in one write.
 
 TLS and credentials: `tls` is a context from mqtt.tls_context (CA, client certificate and key;
 host_agent/deploy/mosquitto/README.md), `user`/`password` go in CONNECT. A refusal (bad certificate,
@@ -35,11 +37,13 @@ import asyncio
 import random
 
 from device import mqtt
-from device.link import CHUNK_SIZE, MAX_REQUEST
+from device.link import CHUNK_SIZE, MAX_REQUEST, PIECE
 from protocol import messages
 from protocol.compat import const
 
-_HEAD_ROOM = const(128)  # bytes in front of a payload for the PUBLISH header and topic
+_DATA_AT = const(128)  # bytes in front of a chunk header for the PUBLISH header and topic
+_HEAD_ROOM = const(141)  # _DATA_AT + messages.DATA_HEADER_SIZE: where a chunk's data goes
+_EIO = const(5)
 _BACKOFF_MIN_MS = const(100)
 _BACKOFF_MAX_MS = const(8000)
 _CONNECT_TIMEOUT_MS = const(10000)
@@ -47,7 +51,7 @@ KEEPALIVE_S = const(30)
 
 
 class MqttLink:
-    TX_AT = _HEAD_ROOM
+    CHUNK = CHUNK_SIZE
 
     def __init__(self, host: str, port: int, device_id: str, log, *, user=None,
                  password=None, tls=None, server_hostname=None,
@@ -58,10 +62,9 @@ class MqttLink:
         self.topic_h2d = (base + "h2d").encode()
         self.topic_d2h = (base + "d2h").encode()
         self.topic_status = (base + "status").encode()
-        if mqtt.PUBLISH_HEAD_MAX + len(self.topic_d2h) > _HEAD_ROOM:
+        if mqtt.PUBLISH_HEAD_MAX + len(self.topic_d2h) > _DATA_AT:
             raise ValueError("device id %r is too long for the header room" % device_id)
-        self.tx = bytearray(_HEAD_ROOM + messages.DATA_HEADER_SIZE + CHUNK_SIZE)
-        self.tx_room = messages.DATA_HEADER_SIZE + CHUNK_SIZE
+        self._tx = bytearray(_HEAD_ROOM + PIECE)
         self._log = log
         # Requests are small: a publish to us longer than this (+ topic) is skipped unread.
         self._client = mqtt.MqttClient(host, port, "bodycam-" + device_id, log,
@@ -82,22 +85,39 @@ class MqttLink:
             except (OSError, mqtt.MqttError) as exc:
                 self._lost(exc)
 
-    async def send_tx(self, n: int) -> None:
+    async def send_data(self, kind: int, seq: int, offset: int, f, n: int) -> None:
         client = self._client
         if not client.connected:
             return  # the dock re-requests from its last good byte once we are back
-        start = mqtt.pack_publish_header(self.tx, _HEAD_ROOM, self.topic_d2h, n)
+        tx = self._tx
+        mv = memoryview(tx)
+        start = mqtt.pack_publish_header(tx, _DATA_AT, self.topic_d2h,
+                                         messages.DATA_HEADER_SIZE + n)
+        messages.pack_data_header(tx, _DATA_AT, seq, offset, kind)
         try:
-            await client.write(memoryview(self.tx)[start:_HEAD_ROOM + n])
+            while n > 0:
+                got = f.readinto(mv[_HEAD_ROOM:_HEAD_ROOM + min(n, PIECE)])
+                if not got:  # the PUBLISH announced more than the file holds
+                    raise OSError(_EIO)
+                await client.write(mv[start:_HEAD_ROOM + got])
+                start = _HEAD_ROOM
+                n -= got
         except (OSError, mqtt.MqttError) as exc:
-            self._lost(exc)
+            self._lost(exc)  # a PUBLISH cut short: the connection cannot go on
 
     async def send(self, payload) -> None:
         n = len(payload)
-        if n <= self.tx_room:
+        if n <= PIECE:
             # Small messages go through the same buffer: one write, no header allocation.
-            self.tx[_HEAD_ROOM:_HEAD_ROOM + n] = payload
-            await self.send_tx(n)
+            if not self._client.connected:
+                return
+            tx = self._tx
+            tx[_HEAD_ROOM:_HEAD_ROOM + n] = payload
+            start = mqtt.pack_publish_header(tx, _HEAD_ROOM, self.topic_d2h, n)
+            try:
+                await self._client.write(memoryview(tx)[start:_HEAD_ROOM + n])
+            except (OSError, mqtt.MqttError) as exc:
+                self._lost(exc)
             return
         if not self._client.connected:
             return

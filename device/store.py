@@ -110,7 +110,10 @@ def file_hash(path: str, buf, feed=None) -> tuple:
 
 
 class RecordStore:
-    def __init__(self, root: str, spare: int = 0) -> None:
+    def __init__(self, root: str, spare: int = 0, buf=None) -> None:
+        """`buf`: a bytearray the store may read files through (the recorder's camera buffer:
+        the store reads only at boot and while the camera loop is between segments, in that
+        loop's own task); None: one of its own."""
         self.root = root
         self.dir = root + "/rec"
         if not fs.exists(self.dir):
@@ -125,7 +128,7 @@ class RecordStore:
         self._spare = spare  # bytes; 0: from the file system's block size at first use
         self.spare_ok = False
         fs.set_full_handler(self.free_spare)
-        self._buf = bytearray(_BUF)
+        self._buf = buf if buf is not None else bytearray(_BUF)
         self._meta = root + "/recording"
         self._load_head()
         self.settle()

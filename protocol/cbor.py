@@ -87,6 +87,12 @@ def encode(obj) -> bytes:
     return bytes(out)
 
 
+# The encoder's functions keep few locals and no try block: on MicroPython a call whose frame
+# needs more than about 11 slots (locals plus stack; a `for` loop takes 4, a try block 2)
+# allocates that frame on the heap, and an item of a record or of the recording meta would
+# cost one such allocation each.
+
+
 def _encode_head(out, major, arg):
     # Shortest argument form (RFC 8949 §4.2.1 "preferred serialization" of the head).
     major <<= 5
@@ -112,21 +118,9 @@ def _encode_item(out, obj, depth):
     elif obj is None:
         out.append(_SIMPLE_NULL)
     elif isinstance(obj, int):
-        if obj >= 0:
-            if obj > _UINT64_MAX:
-                raise CBORError(f"int {obj} is above the CBOR range (2**64-1)")
-            _encode_head(out, _MAJOR_UINT, obj)
-        else:
-            if obj < -_UINT64_MAX - 1:
-                raise CBORError(f"int {obj} is below the CBOR range (-2**64)")
-            _encode_head(out, _MAJOR_NEGINT, -1 - obj)
+        _encode_int(out, obj)
     elif isinstance(obj, str):
-        try:
-            raw = obj.encode("utf-8")
-        except UnicodeError:  # lone surrogates have no UTF-8 form
-            raise CBORError(
-                "text string is not valid Unicode (lone surrogate)"
-            ) from None
+        raw = _utf8(obj)
         _encode_head(out, _MAJOR_TEXT, len(raw))
         out.extend(raw)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
@@ -136,9 +130,7 @@ def _encode_item(out, obj, depth):
         out.extend(obj)
     elif isinstance(obj, (list, tuple)):
         _check_depth(depth, "encoding")
-        _encode_head(out, _MAJOR_ARRAY, len(obj))
-        for item in obj:
-            _encode_item(out, item, depth + 1)
+        _encode_array(out, obj, depth)
     elif isinstance(obj, dict):
         _check_depth(depth, "encoding")
         _encode_map(out, obj, depth)
@@ -147,20 +139,42 @@ def _encode_item(out, obj, depth):
         _encode_head(out, _MAJOR_TAG, obj.tag)
         _encode_item(out, obj.value, depth + 1)
     else:
-        raise CBORError(f"cannot encode {type(obj).__name__} (unsupported type)")
+        _unsupported(obj)
+
+
+def _encode_int(out, obj):
+    if obj >= 0:
+        if obj > _UINT64_MAX:
+            raise CBORError(f"int {obj} is above the CBOR range (2**64-1)")
+        _encode_head(out, _MAJOR_UINT, obj)
+    else:
+        if obj < -_UINT64_MAX - 1:
+            raise CBORError(f"int {obj} is below the CBOR range (-2**64)")
+        _encode_head(out, _MAJOR_NEGINT, -1 - obj)
+
+
+def _utf8(text):
+    try:
+        return text.encode("utf-8")
+    except UnicodeError:  # lone surrogates have no UTF-8 form
+        raise CBORError("text string is not valid Unicode (lone surrogate)") from None
+
+
+def _unsupported(obj):
+    raise CBORError(f"cannot encode {type(obj).__name__} (unsupported type)")
+
+
+def _encode_array(out, items, depth):
+    _encode_head(out, _MAJOR_ARRAY, len(items))
+    depth += 1
+    for item in items:
+        _encode_item(out, item, depth)
 
 
 def _encode_map(out, mapping, depth):
     # Keys sort by their encoded bytes (RFC 8949 §4.2.1), so encode each key on its own first.
-    entries = []
-    for key, value in mapping.items():
-        if key is True or key is False or not isinstance(key, (int, str, bytes)):
-            raise CBORError(
-                f"unsupported map key type {type(key).__name__} (int, str, bytes only)"
-            )
-        key_out = bytearray()
-        _encode_item(key_out, key, depth + 1)
-        entries.append((bytes(key_out), value))
+    depth += 1
+    entries = [(_encode_key(key, depth), value) for key, value in mapping.items()]
     entries.sort(key=_entry_key)
     _encode_head(out, _MAJOR_MAP, len(entries))
     previous = None
@@ -169,7 +183,17 @@ def _encode_map(out, mapping, depth):
             raise CBORError(f"duplicate map key (encoded {_hex(key_bytes)})")
         previous = key_bytes
         out.extend(key_bytes)
-        _encode_item(out, value, depth + 1)
+        _encode_item(out, value, depth)
+
+
+def _encode_key(key, depth):
+    if key is True or key is False or not isinstance(key, (int, str, bytes)):
+        raise CBORError(
+            f"unsupported map key type {type(key).__name__} (int, str, bytes only)"
+        )
+    key_out = bytearray()
+    _encode_item(key_out, key, depth)
+    return bytes(key_out)
 
 
 def _entry_key(entry):

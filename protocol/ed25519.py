@@ -25,44 +25,46 @@ except ImportError:  # MicroPython ships sha256/sha1/md5 only
 
 # --- SHA-512 (FIPS 180-4), used only where hashlib lacks it -----------------
 
-# First 64 bits of the fractional parts of the cube roots of the first 80
-# primes; tests re-derive them from the primes.
-_SHA512_K = (
-    0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
-    0x3956C25BF348B538, 0x59F111F1B605D019, 0x923F82A4AF194F9B, 0xAB1C5ED5DA6D8118,
-    0xD807AA98A3030242, 0x12835B0145706FBE, 0x243185BE4EE4B28C, 0x550C7DC3D5FFB4E2,
-    0x72BE5D74F27B896F, 0x80DEB1FE3B1696B1, 0x9BDC06A725C71235, 0xC19BF174CF692694,
-    0xE49B69C19EF14AD2, 0xEFBE4786384F25E3, 0x0FC19DC68B8CD5B5, 0x240CA1CC77AC9C65,
-    0x2DE92C6F592B0275, 0x4A7484AA6EA6E483, 0x5CB0A9DCBD41FBD4, 0x76F988DA831153B5,
-    0x983E5152EE66DFAB, 0xA831C66D2DB43210, 0xB00327C898FB213F, 0xBF597FC7BEEF0EE4,
-    0xC6E00BF33DA88FC2, 0xD5A79147930AA725, 0x06CA6351E003826F, 0x142929670A0E6E70,
-    0x27B70A8546D22FFC, 0x2E1B21385C26C926, 0x4D2C6DFC5AC42AED, 0x53380D139D95B3DF,
-    0x650A73548BAF63DE, 0x766A0ABB3C77B2A8, 0x81C2C92E47EDAEE6, 0x92722C851482353B,
-    0xA2BFE8A14CF10364, 0xA81A664BBC423001, 0xC24B8B70D0F89791, 0xC76C51A30654BE30,
-    0xD192E819D6EF5218, 0xD69906245565A910, 0xF40E35855771202A, 0x106AA07032BBD1B8,
-    0x19A4C116B8D2D0C8, 0x1E376C085141AB53, 0x2748774CDF8EEB99, 0x34B0BCB5E19B48A8,
-    0x391C0CB3C5C95A63, 0x4ED8AA4AE3418ACB, 0x5B9CCA4F7763E373, 0x682E6FF3D6B2B8A3,
-    0x748F82EE5DEFB2FC, 0x78A5636F43172F60, 0x84C87814A1F0AB72, 0x8CC702081A6439EC,
-    0x90BEFFFA23631E28, 0xA4506CEBDE82BDE9, 0xBEF9A3F7B2C67915, 0xC67178F2E372532B,
-    0xCA273ECEEA26619C, 0xD186B8C721C0C207, 0xEADA7DD6CDE0EB1E, 0xF57D4F7FEE6ED178,
-    0x06F067AA72176FBA, 0x0A637DC5A2C898A6, 0x113F9804BEF90DAE, 0x1B710B35131C471B,
-    0x28DB77F523047D84, 0x32CAAB7B40C72493, 0x3C9EBE0A15C9BEBC, 0x431D67C49C100D4C,
-    0x4CC5D4BECB3E42B6, 0x597F299CFC657E2A, 0x5FCB6FAB3AD6FAEC, 0x6C44198C4A475817,
-)  # fmt: skip
-
-# First 64 bits of the fractional parts of the square roots of the first 8 primes.
-_SHA512_H0 = (
-    0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
-    0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179,
-)  # fmt: skip
+# FIPS 180-4 constants, big-endian 64-bit words: K, the first 64 bits of the fractional parts
+# of the cube roots of the first 80 primes, then H0, of the square roots of the first 8; tests
+# re-derive them from the primes. Kept as bytes: as int literals they would be 88 big ints held
+# by the module's constant table for good (the literals of a module live as long as it does).
+_SHA512_CONSTANTS = bytes.fromhex(
+    "428a2f98d728ae22 7137449123ef65cd b5c0fbcfec4d3b2f e9b5dba58189dbbc"
+    "3956c25bf348b538 59f111f1b605d019 923f82a4af194f9b ab1c5ed5da6d8118"
+    "d807aa98a3030242 12835b0145706fbe 243185be4ee4b28c 550c7dc3d5ffb4e2"
+    "72be5d74f27b896f 80deb1fe3b1696b1 9bdc06a725c71235 c19bf174cf692694"
+    "e49b69c19ef14ad2 efbe4786384f25e3 0fc19dc68b8cd5b5 240ca1cc77ac9c65"
+    "2de92c6f592b0275 4a7484aa6ea6e483 5cb0a9dcbd41fbd4 76f988da831153b5"
+    "983e5152ee66dfab a831c66d2db43210 b00327c898fb213f bf597fc7beef0ee4"
+    "c6e00bf33da88fc2 d5a79147930aa725 06ca6351e003826f 142929670a0e6e70"
+    "27b70a8546d22ffc 2e1b21385c26c926 4d2c6dfc5ac42aed 53380d139d95b3df"
+    "650a73548baf63de 766a0abb3c77b2a8 81c2c92e47edaee6 92722c851482353b"
+    "a2bfe8a14cf10364 a81a664bbc423001 c24b8b70d0f89791 c76c51a30654be30"
+    "d192e819d6ef5218 d69906245565a910 f40e35855771202a 106aa07032bbd1b8"
+    "19a4c116b8d2d0c8 1e376c085141ab53 2748774cdf8eeb99 34b0bcb5e19b48a8"
+    "391c0cb3c5c95a63 4ed8aa4ae3418acb 5b9cca4f7763e373 682e6ff3d6b2b8a3"
+    "748f82ee5defb2fc 78a5636f43172f60 84c87814a1f0ab72 8cc702081a6439ec"
+    "90befffa23631e28 a4506cebde82bde9 bef9a3f7b2c67915 c67178f2e372532b"
+    "ca273eceea26619c d186b8c721c0c207 eada7dd6cde0eb1e f57d4f7fee6ed178"
+    "06f067aa72176fba 0a637dc5a2c898a6 113f9804bef90dae 1b710b35131c471b"
+    "28db77f523047d84 32caab7b40c72493 3c9ebe0a15c9bebc 431d67c49c100d4c"
+    "4cc5d4becb3e42b6 597f299cfc657e2a 5fcb6fab3ad6faec 6c44198c4a475817"
+    # H0
+    "6a09e667f3bcc908 bb67ae8584caa73b 3c6ef372fe94f82b a54ff53a5f1d36f1"
+    "510e527fade682d1 9b05688c2b3e6c1f 1f83d9abfb41bd6b 5be0cd19137e2179"
+)
+if _hashlib_sha512 is not None:  # CPython: the words themselves, for the tests
+    _SHA512_K = struct.unpack(">80Q", _SHA512_CONSTANTS[:640])
+    _SHA512_H0 = struct.unpack(">8Q", _SHA512_CONSTANTS[640:])
 
 # The pure version works on 64-bit words split into 32-bit halves: on the
 # 64-bit unix port those stay small ints, while whole 64-bit words become
 # heap-allocated big ints at every operation (measured: 1.33 ms per block
 # with 64-bit words, 0.27 ms with halves).
 _M32 = const(0xFFFFFFFF)
-_SHA512_KH = tuple(k >> 32 for k in _SHA512_K)
-_SHA512_KL = tuple(k & 0xFFFFFFFF for k in _SHA512_K)
+_SHA512_KH = struct.unpack_from(">" + "I4x" * 80, _SHA512_CONSTANTS)  # high halves of K
+_SHA512_KL = struct.unpack_from(">" + "4xI" * 80, _SHA512_CONSTANTS)  # low halves
 # One message schedule reused by every block: no 80-int lists per block.
 _sha512_wh = [0] * 80
 _sha512_wl = [0] * 80
@@ -81,8 +83,8 @@ def _sha512_pure(data):
     wh = _sha512_wh
     wl = _sha512_wl
     # State words as (high, low) 32-bit halves: h0h, h0l, ... h7h, h7l.
-    h0h, h0l, h1h, h1l, h2h, h2l, h3h, h3l, h4h, h4l, h5h, h5l, h6h, h6l, h7h, h7l = struct.unpack(
-        ">16I", struct.pack(">8Q", *_SHA512_H0)
+    h0h, h0l, h1h, h1l, h2h, h2l, h3h, h3l, h4h, h4l, h5h, h5l, h6h, h6l, h7h, h7l = (
+        struct.unpack_from(">16I", _SHA512_CONSTANTS, 640)  # H0
     )
     for off in range(0, len(msg), 128):
         words = struct.unpack_from(">32I", msg, off)
@@ -93,8 +95,10 @@ def _sha512_pure(data):
             # sigma0 = rotr1 ^ rotr8 ^ shr7 of w[t-15]
             xh = wh[t - 15]
             xl = wl[t - 15]
-            s0h = (xh >> 1 | xl << 31) ^ (xh >> 8 | xl << 24) ^ (xh >> 7)
-            s0l = (xl >> 1 | xh << 31) ^ (xl >> 8 | xh << 24) ^ (xl >> 7 | xh << 25)
+            # (x & 1) << 31, not x << 31: every value stays below 2**62, a small int on the
+            # 64-bit unix port, where the shifted-out bits would have made a big int to mask.
+            s0h = (xh >> 1 | (xl & 1) << 31) ^ (xh >> 8 | xl << 24) ^ (xh >> 7)
+            s0l = (xl >> 1 | (xh & 1) << 31) ^ (xl >> 8 | xh << 24) ^ (xl >> 7 | xh << 25)
             # sigma1 = rotr19 ^ rotr61 ^ shr6 of w[t-2]
             xh = wh[t - 2]
             xl = wl[t - 2]
@@ -185,36 +189,6 @@ _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 # "Niels" triples (y+x, y-x, 2*d*x*y), which make a mixed addition 7 multiplies.
 _IDENTITY = (0, 1, 1, 0)
 _NIELS_IDENTITY = (1, 1, 0)
-
-
-def _double(pt):
-    # dbl-2008-hwcd for a = -1, signs folded so no negation is needed.
-    x, y, z, _ = pt
-    p = _P
-    a = x * x % p
-    b = y * y % p
-    c = 2 * z * z % p
-    h = a + b
-    e = h - (x + y) * (x + y) % p
-    g = a - b
-    f = c + g
-    return (e * f % p, g * h % p, f * g % p, e * h % p)
-
-
-def _add_niels(pt, n):
-    # add-2008-hwcd-3 (a = -1) with an affine second operand (Z2 = 1).
-    x, y, z, t = pt
-    yp, ym, t2d = n
-    p = _P
-    a = (y - x) * ym % p
-    b = (y + x) * yp % p
-    c = t * t2d % p
-    d = 2 * z
-    e = b - a
-    f = d - c
-    g = d + c
-    h = b + a
-    return (e * f % p, g * h % p, f * g % p, e * h % p)
 
 
 def _to_niels(pt):
@@ -321,8 +295,8 @@ def _comb_table():
     for t in range(_TEETH):
         if t:
             for _ in range(_SPACING):
-                pt = _double(pt)
-        rows.append(_to_niels(pt))
+                pt = _add_cached(pt, _to_cached(pt))  # the formulas are complete: doubling
+        rows.append(_to_cached(pt))
     _put_niels(table, 0, _NIELS_IDENTITY)
     for i in range(1, 1 << _TEETH):
         top = 0
@@ -330,7 +304,7 @@ def _comb_table():
             top += 1
         # Entry i = entry (i without its top bit) + row base `top`.
         rest = _from_niels(_get_niels(table, i ^ (1 << top)))
-        _put_niels(table, i, _to_niels(_add_niels(rest, rows[top])))
+        _put_niels(table, i, _to_niels(_add_cached(rest, rows[top])))
     _comb = table
     return table
 
@@ -343,8 +317,9 @@ def _base_mul(s):
     p = _P
     x, y, z, tt = _IDENTITY
     for j in range(_SPACING - 1, -1, -1):
-        # The loop body is _double and _add_niels inlined: this is the
-        # device's hot path, and MicroPython calls and tuples cost.
+        # The loop body is a doubling (dbl-2008-hwcd for a = -1, signs folded so no
+        # negation is needed) and a mixed addition (add-2008-hwcd-3, Z2 = 1) inlined: this
+        # is the device's hot path, and MicroPython calls and tuples cost.
         if j != _SPACING - 1:
             a = x * x % p
             b = y * y % p
@@ -378,20 +353,79 @@ def _base_mul(s):
     return (x, y, z, tt)
 
 
+def _to_cached(pt):
+    """An extended point as (Y+X, Y-X, 2Z, 2dT): added to another with no inversion."""
+    x, y, z, t = pt
+    p = _P
+    return ((y + x) % p, (y - x) % p, 2 * z % p, t * _D2 % p)
+
+
 def _var_mul(s, pt):
-    """[s]pt for a variable point, 4-bit fixed windows (used by verify only)."""
-    window = [_NIELS_IDENTITY, _to_niels(pt)]
+    """[s]pt for a variable point, 4-bit fixed windows (used by verify only).
+
+    The window holds 0..15 times pt in cached form (no field inversion: each would cost a
+    Euclid run of big-int divisions), packed like the comb (16 small bytearrays: 2 KB, not 64
+    int objects, and no 2 KB run needed in a fragmented heap), and the doubling and addition
+    are inlined as in _base_mul: on MicroPython every call of a function with this many
+    locals allocates its frame, and every tuple is an allocation."""
+    one = _to_cached(pt)
+    table = [_packed((1, 1, 2, 0)), _packed(one)]  # 0 (the identity) and 1 times pt
     acc = pt
     for _ in range(14):
-        acc = _add_niels(acc, window[1])
-        window.append(_to_niels(acc))
-    acc = _IDENTITY
+        acc = _add_cached(acc, one)
+        table.append(_packed(_to_cached(acc)))
+    one = acc = None
+    p = _P
+    x, y, z, tt = _IDENTITY
     for shift in range(252, -4, -4):
         if shift != 252:
             for _ in range(4):
-                acc = _double(acc)
-        acc = _add_niels(acc, window[(s >> shift) & 15])
-    return acc
+                a = x * x % p
+                b = y * y % p
+                c = 2 * z * z % p
+                h = a + b
+                e = h - (x + y) * (x + y) % p
+                g = a - b
+                f = c + g
+                x = e * f % p
+                y = g * h % p
+                z = f * g % p
+                tt = e * h % p
+        n = table[(s >> shift) & 15]
+        a = (y - x) * int.from_bytes(n[32:64], "little") % p
+        b = (y + x) * int.from_bytes(n[0:32], "little") % p
+        c = tt * int.from_bytes(n[96:128], "little") % p
+        d = z * int.from_bytes(n[64:96], "little") % p
+        e = b - a
+        f = d - c
+        g = d + c
+        h = b + a
+        x = e * f % p
+        y = g * h % p
+        z = f * g % p
+        tt = e * h % p
+    return (x, y, z, tt)
+
+
+def _packed(n):
+    """A cached point as 128 bytes (4 x 32, little-endian)."""
+    return b"".join(v.to_bytes(32, "little") for v in n)
+
+
+def _add_cached(pt, n):
+    # add-2008-hwcd-4 (a = -1, k = 2d) with a cached second operand.
+    x, y, z, t = pt
+    yp, ym, z2, t2d = n
+    p = _P
+    a = (y - x) * ym % p
+    b = (y + x) * yp % p
+    c = t * t2d % p
+    d = z * z2 % p
+    e = b - a
+    f = d - c
+    g = d + c
+    h = b + a
+    return (e * f % p, g * h % p, f * g % p, e * h % p)
 
 
 # --- RFC 8032 Ed25519 --------------------------------------------------------
@@ -459,5 +493,5 @@ def verify(public, msg, sig):
     k = int.from_bytes(sha512(sig[:32] + public + msg), "little") % _L
     x, y, z, t = a_pt
     minus_a = ((_P - x) % _P, y, z, (_P - t) % _P)
-    check = _add_niels(_var_mul(k, minus_a), _to_niels(_base_mul(s)))
+    check = _add_cached(_var_mul(k, minus_a), _to_cached(_base_mul(s)))
     return _encode(check) == sig[:32]

@@ -12,6 +12,7 @@ reset cause (`--reset-cause watchdog`), so its recovery records a gap with that 
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -54,6 +55,10 @@ class SimConfig:
     card_kb: int = 0  # the size of an image made at first boot
     card_block: int = 512  # its block size
     watchdog_s: float = 0.0  # reset the firmware when it has not fed the watchdog this long
+    main_drain: int = 20  # main battery: percent per simulated hour while not charging
+    sim_rate: int = 1  # simulated time runs this many times fast (clock, camera, batteries)
+    heap_probe: bool = False  # the firmware logs its heap figures (`heap()`)
+    gc_every: int = -1  # bytes allocated between collections (-1: the firmware's default)
 
 
 def micropython_command() -> str:
@@ -126,6 +131,14 @@ class SimulatedRecorder:
             cmd += ["--watchdog-fd", str(watchdog_fd)]
         if reset_cause:
             cmd += ["--reset-cause", reset_cause]
+        if c.main_drain != 20:
+            cmd += ["--main-drain", str(c.main_drain)]
+        if c.sim_rate != 1:
+            cmd += ["--sim-rate", str(c.sim_rate)]
+        if c.heap_probe:
+            cmd += ["--heap-probe", "1"]
+        if c.gc_every >= 0:
+            cmd += ["--gc-every", str(c.gc_every)]
         return cmd
 
     def _spawn(self, reset_cause: str = "") -> int:
@@ -215,6 +228,47 @@ class SimulatedRecorder:
                 break
             time.sleep(0.01)
         raise RuntimeError(f"recorder did not answer {action!r}:\n{self.log_text()[-2000:]}")
+
+    def _tell(self, line: str, answer: str, timeout: float) -> str:
+        """Send the simulator's own line to the firmware; the log line that answers it."""
+        assert self.proc is not None and self.proc.stdin is not None, "start() first"
+        before = self.log_text().count(answer)
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if text.count(answer) > before:
+                at = -1
+                for _ in range(before + 1):
+                    at = text.index(answer, at + 1)
+                return text[at:text.index("\n", at)]
+            if self._dead():
+                break
+            time.sleep(0.01)
+        raise RuntimeError(f"recorder did not answer {line!r}:\n{self.log_text()[-2000:]}")
+
+    def set_rate(self, rate: int, timeout: float = 10.0) -> None:
+        """Run the recorder's simulated time `rate` times fast from now (1: real time)."""
+        self._tell(f"sim-rate {rate}", "device: sim: rate ", timeout)
+
+    def heap(self, timeout: float = 10.0) -> dict[str, object]:
+        """The firmware's heap figures now (needs `heap_probe`): used, free, peak (bytes, after
+        a collection; peak over every sample so far), samples, allocated (bytes since boot),
+        modules (imported), at (where the peak was sampled), largest_free (the longest run of
+        free heap, bytes)."""
+        line = self._tell("sim-heap", "device: heap: ", timeout)
+        words = line.split()
+        out: dict[str, object] = {}
+        for key, value in zip(words[2::2], words[3::2], strict=False):
+            out[key] = (value.split(",") if key == "modules" else value if key == "at"
+                        else int(value))
+        # micropython.mem_info, printed just before: the longest free run, in GC blocks
+        # (4 words: 32 bytes on the 64-bit unix port).
+        runs = re.findall(r"max free sz: (\d+)", self.log_text())
+        if runs:
+            out["largest_free"] = int(runs[-1]) * 32
+        return out
 
     def hang(self) -> None:
         """Hang the firmware in a busy loop (a stuck driver): only the watchdog gets it back."""

@@ -169,9 +169,10 @@ def test_demo_json_then_vault_verify_catches_one_changed_byte(tmp_path: Path) ->
     assert victim.name in problems[0]["path"]
 
 
-def test_the_mpy_firmware_docks_within_a_384k_heap(tmp_path: Path) -> None:
-    # On the unix port the heap also holds ~140 KB of bytecode that a board keeps in flash.
-    with docked(tmp_path, heapsize="384k", segments=2) as (rec, session):
+def test_the_mpy_firmware_docks_within_a_256k_heap(tmp_path: Path) -> None:
+    # On the unix port the heap also holds ~143 KB of bytecode and module state that a board
+    # keeps in flash (tests/hil/test_shift.py measures the rest over a shift).
+    with docked(tmp_path, heapsize="256k", segments=2) as (rec, session):
         report = dock(session)
     assert report.offload["stored"] == [1, 2, 3]  # the segments, then the signed clock step
     assert "MemoryError" not in rec.log_text()

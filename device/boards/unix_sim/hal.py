@@ -6,10 +6,17 @@ littlefs or FAT on a file-backed block device, `mount_card`), a paced camera, an
 that logs, a pty as the serial line, a watchdog fed through a pipe to the simulator (the
 board's watchdog is outside its CPU; host_agent/lab/simulator.py resets the firmware when the
 feeding stops), and the buttons and menu as lines on stdin.
+
+Simulated time (`SimTime`) is the host's wall clock, or that clock running `rate` times fast
+(a shift of hours in minutes: tools/shift.py). The clock, the camera's pacing and the
+batteries' drain all run on it, so the firmware sees an hour pass, records an hour's segments
+and drains an hour's charge; nothing in the firmware knows. At rate 1 it is the wall clock.
 """
 
 import asyncio
+import gc
 import os
+import sys
 import termios
 import time
 
@@ -18,23 +25,45 @@ from protocol.compat import const
 
 _VTIME = const(5)  # termios cc indices (the module has no names for them)
 _VMIN = const(6)
-_PATTERN_SIZE = const(4096)
+_PATTERN_SIZE = const(1024)  # repeated through each chunk
 
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
-class SimClock:
-    """The host's wall clock, offset by `skew_us` and running `drift_ppm` fast or slow."""
+class SimTime:
+    """The simulation's true time in µs: the wall clock, run `rate` times fast since the rate
+    was last set (`set_rate`; time never jumps when it changes)."""
 
-    def __init__(self, skew_us: int = 0, drift_ppm: int = 0) -> None:
-        self._origin = _wall_us()
+    def __init__(self, rate: int = 1) -> None:
+        self._real0 = self._sim0 = _wall_us()
+        self.rate = rate
+
+    def now_us(self) -> int:
+        return self._sim0 + (_wall_us() - self._real0) * self.rate
+
+    def set_rate(self, rate: int) -> None:
+        now = _wall_us()
+        self._sim0 += (now - self._real0) * self.rate
+        self._real0 = now
+        self.rate = max(1, rate)
+
+
+_WALL = SimTime()  # the parts' time when none is given: the wall clock
+
+
+class SimClock:
+    """True (simulated) time, offset by `skew_us` and running `drift_ppm` fast or slow."""
+
+    def __init__(self, skew_us: int = 0, drift_ppm: int = 0, sim=_WALL) -> None:
+        self._sim = sim
+        self._origin = sim.now_us()
         self._skew = skew_us
         self._drift_ppm = drift_ppm
 
     def now_us(self) -> int:
-        real = _wall_us()
+        real = self._sim.now_us()
         return real + self._skew + (real - self._origin) * self._drift_ppm // 1000000
 
     def step(self, delta_us: int) -> None:
@@ -42,25 +71,26 @@ class SimClock:
 
     def truth_error_us(self) -> int:
         """How far this clock is from true time (the simulation's ground truth, for benchmarks)."""
-        return self.now_us() - _wall_us()
+        return self.now_us() - self._sim.now_us()
 
 
 class SimBattery:
-    """A cell at `percent`, losing `drain_pct_per_h` while not charging."""
+    """A cell at `percent`, losing `drain_pct_per_h` (of simulated time) while not charging."""
 
     def __init__(self, full_mv: int, empty_mv: int, percent: int, charging: bool = False,
-                 drain_pct_per_h: int = 0) -> None:
+                 drain_pct_per_h: int = 0, sim=_WALL) -> None:
         self._full = full_mv
         self._empty = empty_mv
         self._pct0 = percent
-        self._t0 = time.ticks_ms()
+        self._sim = sim
+        self._t0 = sim.now_us()
         self.charging = charging
         self._drain = drain_pct_per_h
 
     def percent(self) -> int:
         if self.charging or not self._drain:
             return self._pct0
-        hours_x1000 = time.ticks_diff(time.ticks_ms(), self._t0) // 3600
+        hours_x1000 = (self._sim.now_us() - self._t0) // 3600000
         return max(0, self._pct0 - self._drain * hours_x1000 // 1000)
 
     def read(self):
@@ -154,22 +184,23 @@ def _tree_size(path: str) -> int:
 
 
 class SimCamera:
-    """Produces A/V-like bytes at `bitrate_bps`, paced in real time.
+    """Produces A/V-like bytes at `bitrate_bps`, paced in (simulated) real time.
 
     Content is a random pattern with a running counter stamped in, so no two chunks match.
     """
 
     tracks = ["audio", "video"]
 
-    def __init__(self, bitrate_bps: int) -> None:
+    def __init__(self, bitrate_bps: int, sim=_WALL) -> None:
         self.bitrate = bitrate_bps
         self._pattern = memoryview(os.urandom(_PATTERN_SIZE))  # sliced without copies
         self._counter = 0
+        self._sim = sim
         self._t0 = 0
         self._produced = 0
 
     def start(self) -> None:
-        self._t0 = time.ticks_us()  # type: ignore[assignment]  # opaque _TicksUs in the stubs
+        self._t0 = self._sim.now_us()
         self._produced = 0
 
     def stop(self) -> None:
@@ -179,7 +210,7 @@ class SimCamera:
         n = len(buf)
         # Wait until the encoder would have produced these bytes.
         due_us = (self._produced + n) * 8000000 // self.bitrate
-        wait = due_us - time.ticks_diff(time.ticks_us(), self._t0)
+        wait = (due_us - (self._sim.now_us() - self._t0)) // self._sim.rate
         if wait > 0:
             await asyncio.sleep_ms((wait + 999) // 1000)
         mv = memoryview(buf)
@@ -241,19 +272,57 @@ def open_tty(path: str):
     return f
 
 
+class HeapProbe:
+    """The firmware's heap as the simulator measures it (`--heap-probe 1`): each call collects
+    and notes the heap in use, keeping the peak; `report` logs the figures. The board calls it
+    at every log line and before every answer to the dock (device/boards/unix_sim/main.py), so
+    the peak is sampled where the firmware holds the most: a record being signed, a listing
+    being sent. A board leaves it off (a collection per call)."""
+
+    def __init__(self, log) -> None:
+        self._log = log
+        self.peak = 0
+        self.samples = 0
+        self.where = ""  # what the firmware was doing at the peak (a log line, an answer)
+
+    def __call__(self, where="") -> int:
+        """Sample; `where` is a log line, or the payload of an answer about to be sent."""
+        gc.collect()
+        used = gc.mem_alloc()
+        self.samples += 1
+        if used > self.peak:
+            self.peak = used
+            self.where = where if isinstance(where, str) else "answer %r" % bytes(where[:24])
+        return used
+
+    def report(self) -> None:
+        """Log the figures, and the heap's map summary (micropython.mem_info on stdout: its
+        "max free sz" is the longest free run, in blocks)."""
+        used = self()
+        import micropython
+
+        micropython.mem_info()
+        total = micropython.mem_total() if hasattr(micropython, "mem_total") else 0
+        self._log("heap: used %d free %d peak %d samples %d allocated %d modules %s at %s" % (
+            used, gc.mem_free(), self.peak, self.samples, total, ",".join(sorted(sys.modules)),
+            self.where.replace(" ", "_")[:80]))
+
+
 class SimUI:
     """The officer's buttons and menu, simulated: one action per line on stdin.
 
     e.g. "record", "stop", "phase_start 4 GXSL-2026-017 4501-0233", "notice",
     "end_request investigation ends", "end_confirm". End of input leaves the recorder running.
     "hang" hangs the firmware in a busy loop (a stuck driver), for the watchdog to catch.
+    The simulator's own lines: "sim-rate N" runs simulated time N times fast (`sim`),
+    "sim-heap" logs the heap figures (`probe`).
     """
 
-    def __init__(self) -> None:
-        import sys
-
+    def __init__(self, sim=None, probe=None) -> None:
         self._reader = asyncio.StreamReader(sys.stdin.buffer)
         self._eof = False
+        self._sim = sim
+        self._probe = probe
 
     async def next_action(self):
         if self._eof:
@@ -265,9 +334,14 @@ class SimUI:
             return "", []
         words = line.decode().split()
         if words == ["hang"]:
-            import sys
-
             sys.stderr.write("device: hanging (busy loop)\n")
             while True:
                 pass
+        if len(words) == 2 and words[0] == "sim-rate" and self._sim is not None:
+            self._sim.set_rate(int(words[1]))
+            sys.stderr.write("device: sim: rate %d\n" % self._sim.rate)
+            return "", []
+        if words == ["sim-heap"] and self._probe is not None:
+            self._probe.report()
+            return "", []
         return (words[0], words[1:]) if words else ("", [])

@@ -20,7 +20,12 @@ from device import fs
 # Imports are inside main(): see the boot order in device/app.py.
 
 
+_probe = None  # the heap probe (--heap-probe 1): sampled at each log line and dock answer
+
+
 def log(text: str) -> None:
+    if _probe is not None:
+        _probe(text)
     sys.stderr.write("device: %s\n" % text)
 
 
@@ -52,8 +57,14 @@ _OPTIONS = {
     "backup-pct": 90,
     "capacity-mb": 32768,
     "fault": "",  # a self-test fault to report
-    "unit-key": "",  # hex public key of the unit, set at commissioning (signs policies)
+    # hex public key of the unit (signs policies), set once; absent: the one commissioned on
+    # the storage (unit.pub: `bodycam device commission`, read by device/policy_store.py)
+    "unit-key": "",
     "pre-event-s": -1,  # override the policy's pre-event buffer (simulation speed-up)
+    "main-drain": 20,  # main battery: percent per (simulated) hour while not charging
+    "sim-rate": 1,  # simulated time runs this many times fast (clock, camera, batteries)
+    "heap-probe": 0,  # 1: log the heap's figures (hal.HeapProbe; tools/shift.py)
+    "gc-every": -1,  # bytes allocated between collections (-1: device/app.py's; 0: none)
 }
 
 
@@ -120,8 +131,25 @@ def _link(a, device_id):
                           server_hostname=a["mqtt-server-name"] or None)
 
 
+def _probe_answers(link) -> None:
+    """Sample the heap before each answer goes to the dock (the answer and what it was made
+    from are alive then)."""
+    send = link.send
+
+    async def probed(payload) -> None:
+        _probe(payload)  # type: ignore[misc]
+        await send(payload)
+
+    link.send = probed
+
+
 def main(argv) -> None:
+    global _probe
     a = _args(argv)
+    if a["heap-probe"]:
+        from device.boards.unix_sim.hal import HeapProbe
+
+        _probe = HeapProbe(log)
     from device import app
 
     if a["card-image"]:
@@ -145,19 +173,24 @@ def main(argv) -> None:
         SimClock,
         SimIndicator,
         SimStorage,
+        SimTime,
         SimUI,
         SimWatchdog,
     )
     from device.hal import Hal
 
+    if _probe is not None:
+        _probe_answers(link)
+    sim = SimTime(a["sim-rate"])
     faults = [a["fault"]] if a["fault"] else []
     hal = Hal(
         device_id=device_id,
-        clock=SimClock(a["skew-us"], a["drift-ppm"]),
-        battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]), 20),
-        battery_backup=SimBattery(3000, 2000, a["backup-pct"]),
+        clock=SimClock(a["skew-us"], a["drift-ppm"], sim),
+        battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]),
+                                a["main-drain"], sim),
+        battery_backup=SimBattery(3000, 2000, a["backup-pct"], sim=sim),
         storage=SimStorage(root, 0 if a["card-image"] else a["capacity-mb"] * 1024 * 1024),
-        camera=SimCamera(a["bitrate"]),
+        camera=SimCamera(a["bitrate"], sim),
         indicator=SimIndicator(log),
         link=tty,
         selftest=lambda: faults,
@@ -166,8 +199,9 @@ def main(argv) -> None:
     asyncio.run(app.serve(hal, link, key, log, root=root, camera_buf=camera_buf,
                           unit_key=unhexlify(a["unit-key"]) if a["unit-key"] else b"",
                           pre_event_s=a["pre-event-s"], segments=a["segments"],
-                          segment_ms=a["segment-ms"], ui=SimUI(),
-                          reset_cause=a["reset-cause"]))
+                          segment_ms=a["segment-ms"], ui=SimUI(sim, _probe),
+                          reset_cause=a["reset-cause"],
+                          gc_every=app.GC_EVERY if a["gc-every"] < 0 else a["gc-every"]))
 
 
 if __name__ == "__main__":
