@@ -56,6 +56,7 @@ class SimConfig:
     card_block: int = 512  # its block size
     watchdog_s: float = 0.0  # reset the firmware when it has not fed the watchdog this long
     main_drain: int = 20  # main battery: percent per simulated hour while not charging
+    main_charge: int = 0  # ... and gained per simulated hour while charging (0: it holds)
     sim_rate: int = 1  # simulated time runs this many times fast (clock, camera, batteries)
     heap_probe: bool = False  # the firmware logs its heap figures (`heap()`)
     gc_every: int = -1  # bytes allocated between collections (-1: the firmware's default)
@@ -133,6 +134,8 @@ class SimulatedRecorder:
             cmd += ["--reset-cause", reset_cause]
         if c.main_drain != 20:
             cmd += ["--main-drain", str(c.main_drain)]
+        if c.main_charge:
+            cmd += ["--main-charge", str(c.main_charge)]
         if c.sim_rate != 1:
             cmd += ["--sim-rate", str(c.sim_rate)]
         if c.heap_probe:

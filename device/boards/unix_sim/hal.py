@@ -75,10 +75,11 @@ class SimClock:
 
 
 class SimBattery:
-    """A cell at `percent`, losing `drain_pct_per_h` (of simulated time) while not charging."""
+    """A cell at `percent`, losing `drain_pct_per_h` (of simulated time) while not charging
+    and gaining `charge_pct_per_h` while charging (up to 100)."""
 
     def __init__(self, full_mv: int, empty_mv: int, percent: int, charging: bool = False,
-                 drain_pct_per_h: int = 0, sim=_WALL) -> None:
+                 drain_pct_per_h: int = 0, sim=_WALL, charge_pct_per_h: int = 0) -> None:
         self._full = full_mv
         self._empty = empty_mv
         self._pct0 = percent
@@ -86,11 +87,14 @@ class SimBattery:
         self._t0 = sim.now_us()
         self.charging = charging
         self._drain = drain_pct_per_h
+        self._charge = charge_pct_per_h
 
     def percent(self) -> int:
-        if self.charging or not self._drain:
-            return self._pct0
         hours_x1000 = (self._sim.now_us() - self._t0) // 3600000
+        if self.charging:
+            return min(100, self._pct0 + self._charge * hours_x1000 // 1000)
+        if not self._drain:
+            return self._pct0
         return max(0, self._pct0 - self._drain * hours_x1000 // 1000)
 
     def read(self):

@@ -62,6 +62,7 @@ _OPTIONS = {
     "unit-key": "",
     "pre-event-s": -1,  # override the policy's pre-event buffer (simulation speed-up)
     "main-drain": 20,  # main battery: percent per (simulated) hour while not charging
+    "main-charge": 0,  # ... and gained per (simulated) hour while charging (0: it holds)
     "sim-rate": 1,  # simulated time runs this many times fast (clock, camera, batteries)
     "heap-probe": 0,  # 1: log the heap's figures (hal.HeapProbe; tools/shift.py)
     "gc-every": -1,  # bytes allocated between collections (-1: device/app.py's; 0: none)
@@ -187,7 +188,7 @@ def main(argv) -> None:
         device_id=device_id,
         clock=SimClock(a["skew-us"], a["drift-ppm"], sim),
         battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]),
-                                a["main-drain"], sim),
+                                a["main-drain"], sim, a["main-charge"]),
         battery_backup=SimBattery(3000, 2000, a["backup-pct"], sim=sim),
         storage=SimStorage(root, 0 if a["card-image"] else a["capacity-mb"] * 1024 * 1024),
         camera=SimCamera(a["bitrate"], sim),
