@@ -247,9 +247,17 @@ def test_the_fleet_sees_each_dock_s_backlog_through_the_bridge(
     from host_agent.dockd.forwarding import publish
     from tests.central.conftest import DOCK_ID, subscribe
 
-    a, _ = docks
+    a, b = docks
     watcher = subscribe(two_brokers.client(two_brokers.central, "fleet"), "bodycam/docks/#")
     done = tier.forwarder(a).run()
+    assert tier.forwarder(b).run().backlog == 0
+    # both docks' three recorders, each record once, each dock cosigned
+    total = records_in(a) + records_in(b)
+    assert tier.sql("SELECT count(*), count(DISTINCT (device_id, seq)) FROM records")[0] == (
+        total, total)
+    for world in (a, b):
+        latest = sorted((world.vault.root / COSIGNED).iterdir())[-1].read_bytes()
+        assert cosign.verify(latest, tier.key.name, tier.key.public_key) is not None
     cert, key = two_brokers.ca.client("dock")  # the dock's certificate at its own broker
     publish(MqttConfig(two_brokers.dock.host, two_brokers.dock.port,
                        ca=str(two_brokers.ca.ca_file), cert=str(cert), key=str(key)),
