@@ -4,14 +4,12 @@ then everything is forwarded, and nothing is lost, kept twice or flagged."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
+from tests.tools import load_tool
 
-import central_campaign  # noqa: E402
+central_campaign = load_tool("central_campaign")
 
 
 def test_kills_lose_and_duplicate_nothing(ceph: Any, postgres: Any, tmp_path: Path) -> None:

@@ -5,27 +5,19 @@ device by the board's heap probe."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.tools import load_tool
+
 DATA_HEAP_BOUND = 128 * 1024  # bytes: what a board's RAM holds beside the firmware in flash
 
 pytestmark = pytest.mark.simulator
 
 
-def _shift_tool():
-    spec = importlib.util.spec_from_file_location("shift_tool", REPO / "tools" / "shift.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_shift_runs_in_a_256k_heap_and_docks_every_record(tmp_path: Path) -> None:
-    shift = _shift_tool()
+    shift = load_tool("shift")
     # One hour at 240x: ~20 s of wall time. run_shift raises on a MemoryError or any other
     # error in the recorder's log, a docking that quarantines or leaves a record, a record
     # left on the recorder at the end, a vault that does not verify, or records in the vault

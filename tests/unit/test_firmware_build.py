@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.tools import load_tool
 
-
-def _load_check_device():
-    path = REPO / "tools" / "check_device.py"
-    spec = importlib.util.spec_from_file_location("check_device", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("check_device", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_device = _load_check_device()
+check_device = load_tool("check_device")
 
 
 @pytest.fixture(scope="module")
