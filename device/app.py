@@ -33,10 +33,12 @@ def camera_buffer():
     return bytearray(CHUNK_SIZE)
 
 
-def load_key(root: str, log):
+def load_key(root: str, log, seeds=None):
+    """The device key; its seed in `seeds` (a board's secure storage) or, by default, a file
+    in the device's storage (device/keystore.py)."""
     from device.keystore import DeviceKey
 
-    return DeviceKey.load_or_create(root, log)
+    return DeviceKey.load_or_create(root, log, seeds=seeds)
 
 
 def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",

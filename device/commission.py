@@ -9,9 +9,9 @@ another unit refuses), and prints one line: the device key's id in hex, the fing
 dock's `bodycam enroll --expect-fingerprint` checks. Nothing else is printed; the seed is never
 read back.
 
-The seed is kept where the board keeps it: `seeds`, the board's seed store (an object with
-`load_or_create(log) -> 32 bytes`, e.g. the ESP32-S3's NVS), or, without one, a file in the
-storage root (device/keystore.py), as the unix-port simulation keeps it.
+The seed is kept where the board keeps it: `seeds`, the board's seed store (read() and
+write_once(seed), device/keystore.py; e.g. the ESP32-S3's NVS), or, without one, a file in the
+storage root (keystore.FileSeedStore), as the unix-port simulation keeps it.
 """
 
 from binascii import hexlify, unhexlify
@@ -32,8 +32,5 @@ def run(root: str, unit_key_hex: str, seeds=None) -> None:
         raise ValueError("the unit key must be 32 bytes (64 hex digits)")
     fs.makedirs(root)
     PolicyStore(root, _quiet).commission(unit)  # first: another unit's recorder stays as it is
-    if seeds is None:
-        key = DeviceKey.load_or_create(root, _quiet)
-    else:
-        key = DeviceKey(seeds.load_or_create(_quiet))
+    key = DeviceKey.load_or_create(root, _quiet, seeds=seeds)
     print(hexlify(key.kid).decode())

@@ -25,18 +25,37 @@ class DeviceKey:
         return self._key.sign(data)
 
     @classmethod
-    def load_or_create(cls, root: str, log, rng=None) -> "DeviceKey":
-        """The key whose seed is on the card, or a new one (seed from `rng(32)`, by default
-        os.urandom) if none was ever written."""
-        path = root + _SEED_FILE
-        try:
-            seed = fs.read(path)
-        except OSError:
-            seed = b""
-        if len(seed) != 32:
-            if seed:
-                raise ValueError("device key file %s is damaged (%d bytes)" % (path, len(seed)))
+    def load_or_create(cls, root: str, log, rng=None, seeds=None) -> "DeviceKey":
+        """The key whose seed `seeds` holds (by default a file on the card, FileSeedStore), or
+        a new one (seed from `rng(32)`, by default os.urandom) if none was ever written. A
+        board with secure storage passes its own store (read() -> b"" if never written,
+        raising if unreadable; write_once(seed)): an unreadable seed is never replaced."""
+        store = seeds if seeds is not None else FileSeedStore(root)
+        seed = store.read()
+        if not seed:
             seed = (rng or os.urandom)(32)
-            fs.write_once(path, seed)
-            log("generated a new device key")
+            store.write_once(seed)
+            log("generated a new device key (seed in %s)" % getattr(store, "where", "storage"))
         return cls(seed)
+
+
+class FileSeedStore:
+    """The seed in a file in the device's storage (the simulation; a board without secure
+    storage). A cut while it is written leaves no file or an empty one."""
+
+    where = "a file on the card"
+
+    def __init__(self, root: str) -> None:
+        self.path = root + _SEED_FILE
+
+    def read(self) -> bytes:
+        try:
+            seed = fs.read(self.path)
+        except OSError:
+            return b""
+        if seed and len(seed) != 32:
+            raise ValueError("device key file %s is damaged (%d bytes)" % (self.path, len(seed)))
+        return seed
+
+    def write_once(self, seed: bytes) -> None:
+        fs.write_once(self.path, seed)

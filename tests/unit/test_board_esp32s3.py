@@ -474,20 +474,24 @@ vfs.umount("/card2")
 print("OK card")
 
 # The seed in NVS: made once, then read; damage or another failure never makes a new one.
+from device.keystore import DeviceKey
+
 seeds = hal.NvsSeedStore("bodycam")
 assert seeds.read() == b""
-seed = seeds.load_or_create(log, rng=lambda n: bytes(range(n)))
-assert seed == bytes(range(32)) and FakeNVS.store[("bodycam", "seed")] == seed
-assert hal.NvsSeedStore("bodycam").load_or_create(log, rng=lambda n: b"\0" * n) == seed
+key = DeviceKey.load_or_create("/nowhere", log, rng=lambda n: bytes(range(n)), seeds=seeds)
+assert FakeNVS.store[("bodycam", "seed")] == bytes(range(32))
+again = DeviceKey.load_or_create("/nowhere", log, rng=lambda n: b"\0" * n,
+                                 seeds=hal.NvsSeedStore("bodycam"))
+assert again.public == key.public
 FakeNVS.store[("bodycam", "seed")] = b"short"
 try:
-    seeds.load_or_create(log)
+    DeviceKey.load_or_create("/nowhere", log, seeds=seeds)
     raise SystemExit("a damaged seed was replaced")
 except ValueError:
     pass
 FakeNVS.store[("bodycam", "seed")] = OSError(5, "EIO")
 try:
-    seeds.load_or_create(log)
+    DeviceKey.load_or_create("/nowhere", log, seeds=seeds)
     raise SystemExit("an unreadable seed was replaced")
 except OSError:
     pass

@@ -478,6 +478,7 @@ class NvsSeedStore:
     not readable off the flash chip either."""
 
     KEY = "seed"
+    where = "NVS"
 
     def __init__(self, namespace: str) -> None:
         self._nvs = esp32.NVS(namespace)
@@ -499,16 +500,6 @@ class NvsSeedStore:
             raise ValueError("a seed is %d bytes" % _SEED_SIZE)
         self._nvs.set_blob(self.KEY, seed)
         self._nvs.commit()  # NVS writes an entry atomically: a cut leaves it absent or whole
-
-    def load_or_create(self, log, rng=None) -> bytes:
-        """The seed, made (by default from os.urandom: the S3's hardware RNG) and stored
-        the first time."""
-        seed = self.read()
-        if not seed:
-            seed = (rng or os.urandom)(_SEED_SIZE)
-            self.write_once(seed)
-            log("generated a new device key (seed in NVS)")
-        return seed
 
 
 # -- the dock link -------------------------------------------------------------------------------

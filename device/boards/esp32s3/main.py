@@ -80,12 +80,10 @@ def main(config_path: str = board_config.PATH) -> None:
     stream, link = _link(cfg["link"], device_id)
 
     from device import app
-    from device.keystore import DeviceKey
 
     camera_buf = app.camera_buffer()
-    # The seed lives in NVS, not on the card (device/keystore.py's own load_or_create keeps it
-    # in a file on the card, as the simulation does).
-    key = DeviceKey(board.NvsSeedStore(cfg["nvs"]["namespace"]).load_or_create(log))
+    # The seed lives in NVS, not on the card (the simulation keeps it in a file on its card).
+    key = app.load_key(root, log, seeds=board.NvsSeedStore(cfg["nvs"]["namespace"]))
 
     from device.hal import Hal
 
