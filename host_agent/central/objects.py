@@ -35,10 +35,12 @@ class Objects:
 
     def check_bucket(self) -> None:
         """Refuse a bucket that cannot lock what it holds (never used silently)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             raise StoreError(f"bucket {self.bucket!r} has no Object Lock ({code}): evidence"
@@ -47,7 +49,7 @@ class Objects:
             raise StoreError(f"bucket {self.bucket!r} has Object Lock disabled; refusing it")
 
     def head(self, sha256: bytes) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return dict(self.client.head_object(Bucket=self.bucket, Key=self.key(sha256),
@@ -56,11 +58,13 @@ class Objects:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise StoreError(f"cannot look at {self.key(sha256)}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
 
     def put(self, sha256: bytes, source: Path, size: int, *, hold: bool) -> bool:
         """Store the file's bytes (unless an object with this hash and size is there); True
         if it was put, with the SHA-256 for a store that checks it."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         there = self.head(sha256)
         if there is not None and int(there.get("ContentLength", -1)) == size:
@@ -78,6 +82,8 @@ class Objects:
                     ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until, **extra)
             except ClientError as exc:
                 raise StoreError(f"the store refused {self.key(sha256)}: {exc}") from None
+            except BotoCoreError as exc:
+                raise StoreError(f"cannot reach the store: {exc}") from None
         return True
 
     def verify(self, sha256: bytes, size: int) -> str | None:
@@ -104,7 +110,7 @@ class Objects:
         return None
 
     def _verify_by_reading(self, sha256: bytes, size: int) -> str | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             got = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
@@ -112,6 +118,8 @@ class Objects:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return f"{self.key(sha256)} is not in the store"
             raise StoreError(f"cannot read {self.key(sha256)}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
         if int(got.get("ContentLength", -1)) != size:
             return f"{self.key(sha256)} holds {got.get('ContentLength')} bytes, not {size}"
         h = hashlib.sha256()

@@ -91,6 +91,12 @@ class Central:
             self.db().rollback()
             log_.error("%s: database: %s", origin, exc)
             return 503, wire.answer({"error": f"central database: {exc}", "flagged": None})
+        except Exception as exc:  # noqa: BLE001 - a store outage: nothing taken, say so
+            self.db().rollback()
+            reason = f"{type(exc).__name__}: {exc}"
+            log_.error("%s: %s", origin, reason)
+            self._refusal(origin, dock_id, f"not taken now: {reason}")
+            return 503, wire.answer({"error": f"central: {reason}", "flagged": None})
 
     def state(self, origin: str) -> dict[str, Any]:
         row = self.db().execute("SELECT size, flagged FROM logs WHERE origin = %s",
@@ -107,10 +113,12 @@ class Central:
         db.commit()
 
     def _flag(self, origin: str, dock_id: str, key: bytes, reason: str) -> None:
+        """Stop the log (only its own dock's requests can: the row is bound to its key)."""
         db = self.db()
         db.execute("INSERT INTO logs(origin, dock_id, dock_key, flagged) VALUES (%s, %s, %s, %s)"
                    " ON CONFLICT (origin) DO UPDATE SET flagged = EXCLUDED.flagged,"
-                   " updated = now()", (origin, dock_id, key, reason))
+                   " updated = now() WHERE logs.dock_key = EXCLUDED.dock_key",
+                   (origin, dock_id, key, reason))
         db.commit()
 
     def clear(self, origin: str, by: str) -> None:
@@ -129,9 +137,12 @@ class Central:
         origin, dock_id, key = doc["origin"], cert["dock"], bytes(cert["key"])
         db.execute("INSERT INTO logs(origin, dock_id, dock_key) VALUES (%s, %s, %s)"
                    " ON CONFLICT (origin) DO NOTHING", (origin, dock_id, key))
-        size, nodes, flagged = db.execute(
-            "SELECT size, nodes, flagged FROM logs WHERE origin = %s FOR UPDATE",
+        size, nodes, flagged, owner = db.execute(
+            "SELECT size, nodes, flagged, dock_key FROM logs WHERE origin = %s FOR UPDATE",
             (origin,)).fetchone()  # type: ignore[misc]
+        if bytes(owner) != key:
+            raise Refused(f"log {origin} is another dock's: {dock_id} may not forward it (a"
+                          " vault moved to a new dock PC is re-bound by a person)")
         if flagged:
             raise Refused(f"log {origin} is flagged ({flagged}); a person must clear it")
         frontier = log.Frontier.restore(int(size), [bytes(n) for n in nodes])
@@ -162,9 +173,8 @@ class Central:
             frontier.append(leaf)
         cosigned = self._checkpoint(doc.get("checkpoint"), origin, key, frontier)
         db.execute("UPDATE logs SET size = %s, nodes = %s, root = %s, cosigned = %s,"
-                   " dock_id = %s, dock_key = %s, updated = now() WHERE origin = %s",
-                   (frontier.size, frontier.nodes, frontier.root(), cosigned.decode(), dock_id,
-                    key, origin))
+                   " updated = now() WHERE origin = %s",
+                   (frontier.size, frontier.nodes, frontier.root(), cosigned.decode(), origin))
         db.commit()
         return {"next": frontier.size, "flagged": None, "cosigned": cosigned,
                 "stored": stored, "duplicates": duplicates}

@@ -237,11 +237,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as exc:
             return fail("custody report", exc)
 
-    def show(r: dict[str, Any]) -> str:
+    def work(vault: Vault) -> Result:
+        r = report.build(vault, scope)
         if args.html:
             from host_agent.custody.report_html import render
 
             Path(args.html).write_text(render(r), encoding="utf-8")
+        return r
+
+    def show(r: dict[str, Any]) -> str:
         lines = [f"{f['t'] or '—':<27} {f['code']:<17} {f['device']:<14}"
                  f" {f['officer'] or '':<12} {f['case'] or '':<16} {f['detail']}"
                  for f in r["findings"]]
@@ -250,7 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                      + (f"; HTML in {args.html}" if args.html else ""))
         return "\n".join(lines)
 
-    return run(args, "custody report", lambda v: report.build(v, scope), show)
+    return run(args, "custody report", work, show)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -260,7 +264,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         key = public_key(args.trust)
     except KeyFileError as exc:
         return fail("verify", exc)
-    result = package.check(Path(args.package), key)
+    try:
+        result = package.check(Path(args.package), key)
+    except Exception as exc:  # noqa: BLE001 - a hostile package: named, never a traceback
+        print(f"{args.package}: unreadable: {type(exc).__name__}: {exc}")
+        print(f"package {args.package}: not a package this tool can check; do not rely on it",
+              file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=json_default, ensure_ascii=False))
         return 1 if result.problems else 0

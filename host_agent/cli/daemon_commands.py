@@ -28,7 +28,10 @@ def cmd_dockd(args: argparse.Namespace) -> int:
         return fail("dockd", exc)
     if args.log_json:
         os.environ[LOG_JSON_ENV] = "1"  # the workers log as the daemon does
-    return Daemon(cfg).run()
+    try:
+        return Daemon(cfg).run()
+    except OSError as exc:  # an unusable state_dir, an unreadable MQTT CA file
+        return fail("dockd", exc)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

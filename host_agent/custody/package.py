@@ -224,6 +224,8 @@ class _Checker:
         try:
             proofs = cbor.decode(proofs_raw)
             items = proofs["entries"]
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise TypeError("its entries are not a list of maps")
             if proofs["size"] != cp.size or proofs["root"] != cp.root:
                 self.add("proof_bad", PROOFS, "the proofs are for another log head than the"
                                               " checkpoint's")

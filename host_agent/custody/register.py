@@ -160,14 +160,16 @@ class Register:
         """The approver's decision. Approval needs a person with the approver role and a
         clearance reaching `items_class` (the highest class among the request's items);
         otherwise it is refused and the refusal registered."""
+        check_name(approver, "--by")
         request = self.request(request_id)
         subject = f"request/{request_id}"
         if request["decision"] is not None:
             raise self.refuse(subject, "decide", approver,
                               f"request #{request_id} was already decided by"
                               f" {request['decision']['by']}")
-        if approved:
-            self.check_clearance(subject, "approve", approver, items_class)
+        # approving needs the items' clearance; refusing needs a registered approver
+        self.check_clearance(subject, "approve" if approved else "deny", approver,
+                             items_class if approved else "none")
         self.vault.append_custody("decision", approver, subject,
                                   {"approved": approved, "note": note})
 

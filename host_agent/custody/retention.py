@@ -10,6 +10,8 @@ provable, and says what was recorded and that it was removed.
 Each removal is a register row (what = "retention", subject record/<device>/<seq>: the
 object's SHA-256 and size, when it was stored, the rule) committed before the file is
 unlinked; a run cut short leaves rows whose files are still there, which the next run removes.
+A vault that forwards to the central tier keeps everything the central has not cosigned yet,
+and bytes that are also a case's hall footage stay.
 `verify` takes a missing object as lawful only when such a row names it.
 """
 
@@ -20,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from host_agent.central.forward import COSIGNED
+from host_agent.custody import hall, times
 from host_agent.custody import items as itemlib
-from host_agent.custody import times
 from host_agent.custody.register import CustodyError, RecordRef, Register, check_name
 from host_agent.vault.files import fsync_dir
 from protocol import cbor
@@ -84,11 +87,15 @@ def run(vault: Vault, *, by: str, as_of_us: int | None = None, keep_days: int = 
     for device_id, seq, sha, size, stored_at in rows:
         by_object.setdefault(bytes(sha), []).append(
             (RecordRef(str(device_id), int(seq)), int(size), str(stored_at)))
+    hall_bytes = set(hall.objects(vault))
+    central = forwarded_up_to(vault)
     for sha, refs in by_object.items():
         # the bytes go only when every record they belong to goes
         left = [r for r in refs if f"record/{r[0]}" not in gone]
         keep = [reason for ref, _, stored_at in left if (reason := _keep_reason(
-            vault, register, ref, stored_at, as_of, keep_days, freed))]
+            vault, register, ref, stored_at, as_of, keep_days, freed, central))]
+        if sha.hex() in hall_bytes and left and not keep:
+            keep = ["its bytes are also hall footage of a case"] * len(left)
         for reason in keep:
             out.keep(reason)
         if keep and len(keep) < len(left):
@@ -109,12 +116,27 @@ def run(vault: Vault, *, by: str, as_of_us: int | None = None, keep_days: int = 
     return out
 
 
+def forwarded_up_to(vault: Vault) -> int | None:
+    """How many log entries the central tier cosigned (VAULT/cosigned/, kept by forwarding);
+    None when this vault does not forward."""
+    folder = vault.root / COSIGNED
+    if not folder.is_dir():
+        return None
+    sizes = [int(p.stem) for p in folder.glob("*.note") if p.stem.isdigit()]
+    return max(sizes, default=0)
+
+
 def _keep_reason(vault: Vault, register: Register, ref: RecordRef, stored_at: str,
-                 as_of: int, keep_days: int, freed: set[tuple[str, int]]) -> str | None:
+                 as_of: int, keep_days: int, freed: set[tuple[str, int]],
+                 central: int | None) -> str | None:
     if as_of - times.parse(stored_at) < keep_days * DAY_US:
         return f"younger than {keep_days} days"
     if (ref.device_id, ref.seq) not in freed:
         return "not yet released by its recorder"
+    if central is not None:
+        index = vault.log_index(f"records/{ref.device_id}/{ref.seq}")
+        if index is None or index >= central:
+            return "not yet held by the central tier"
     cases = itemlib.cases_of(vault, register, ref)
     if register.held(f"record/{ref}") or any(register.held(f"case/{c}") for c in cases):
         return "under a hold"

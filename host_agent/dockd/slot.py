@@ -91,6 +91,7 @@ class DeviceLock:
     """The one-worker-per-recorder lock (flock: released by the kernel when the worker dies)."""
 
     def __init__(self, state_dir: str, device_id: str) -> None:
+        self.device_id = device_id
         path = Path(state_dir) / "locks" / f"{device_id}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -168,6 +169,9 @@ def _dock_once(spec: SlotSpec, cfg: Config, vault: Vault, identity: DockIdentity
     def identified(device_id: str) -> None:
         if not lock:
             lock.append(DeviceLock(cfg.state_dir, device_id))
+        elif lock[0].device_id != device_id:  # another recorder now on this port
+            raise SessionError(f"{device_id} came on this port while it served"
+                               f" {lock[0].device_id}; it is served afresh")
         state.write(device=device_id, state="offloading", done=0, total=0)
 
     transport = open_transport(spec, cfg)

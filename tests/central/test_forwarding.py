@@ -275,3 +275,14 @@ def test_the_fleet_sees_each_dock_s_backlog_through_the_bridge(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert (f"cosigned by {tier.key.name}: the central saw this log at {done.size} entries"
             in shown.stdout)
+
+
+def test_a_dock_can_neither_forward_nor_flag_another_dock_s_log(
+        tier: Tier, docks: tuple[World, World]) -> None:
+    a, b = docks
+    tier.forwarder(a).run()
+    a.segment("REC-1")  # a log dock B could try to pass off, or fork, under A's origin
+    with pytest.raises(ForwardError, match="another dock's"):
+        Forwarder(a.vault, b.dock, tier.url, tier.objects).run()
+    assert tier.sql("SELECT flagged FROM logs WHERE origin = %s", a.vault.origin)[0][0] is None
+    assert tier.forwarder(a).run().sent >= 1  # A forwards on

@@ -95,6 +95,13 @@ def test_bad_input_is_one_clear_line(office: tuple[str, str, str], tmp_path: Pat
     refused(bodycam("custody", "register", str(tmp_path / "nothing")), "not a vault")
     assert not (tmp_path / "nothing").exists()
     refused(bodycam("verify", str(tmp_path / "nothing"), "--trust", unit), status=1)
+    rid = str(json.loads(ok("custody", "request", vault, "--body", "audit", "--letter", "A-1",
+                            "--requester", "Auditor", "--requester-id", "A", "--reason",
+                            "audit", "--case", CASE, "--by", "desk", "--json"))["request"])
+    refused(bodycam("custody", "deny", vault, rid, "--by", "Nobody"), "not registered as an"
+            " approver")  # a stranger cannot close a request by refusing it
+    refused(bodycam("custody", "report", vault, "--html", str(tmp_path / "no" / "dir.html")),
+            "No such file or directory")
     refused(bodycam("verify", str(tmp_path), "--trust", "not-a-key"), "verify")
     refusals = json.loads(ok("custody", "register", vault, "--json"))
     reasons = [r["fields"]["reason"] for r in refusals if r["what"] == "refusal"]

@@ -318,3 +318,12 @@ def test_one_flipped_byte_of_the_manifest_is_reported_against_it(
     report = check(pkg, unit_key)  # must report, never raise
     assert report.to_dict()["ok"] is False
     assert package.MANIFEST in {p.path for p in report.problems}, problems(report)
+
+
+def test_proofs_that_are_not_a_list_are_named_not_a_traceback(pkg: Path, unit_key: bytes) -> None:
+    proofs = pkg / package.PROOFS
+    doc = cbor.decode(proofs.read_bytes())
+    doc["entries"] = 5
+    proofs.write_bytes(bytes(cbor.encode(doc)))
+    report = check(pkg, unit_key)
+    assert ("proof_bad", package.PROOFS) in {(p.code, p.path) for p in report.problems}
