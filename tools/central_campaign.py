@@ -117,7 +117,7 @@ class Campaign:
             proc.send_signal(signal.SIGKILL)
             self.kills[victim] += 1
         proc.wait()
-        fwd.wait(timeout=60) if fwd.poll() is None else None
+        fwd.wait(timeout=60)
 
     def finish(self) -> dict[str, Any]:
         self.start_central()

@@ -14,7 +14,6 @@ registered. One history per recorder merges these rows with its dockings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,12 +123,8 @@ class Recorders:
                          in_service=in_service)
 
     def last_docking(self, device_id: str) -> dict[str, Any] | None:
-        row = self.vault.db.execute(
-            "SELECT id, at, report FROM dockings WHERE device_id = ? ORDER BY id DESC LIMIT 1",
-            (device_id,)).fetchone()
-        if row is None:
-            return None
-        return {"id": row[0], "at": row[1], "report": json.loads(row[2])}
+        dockings = self.vault.dockings(device_id)
+        return dockings[-1] if dockings else None
 
     def history(self, device_id: str) -> list[dict[str, Any]]:
         """Everything about one recorder, in time order: enrolment, custody, dockings."""
@@ -143,11 +138,10 @@ class Recorders:
         for row in self.vault.custody(what="refusal", subject=f"device/{device_id}"):
             out.append({"at": row["at"], "event": "refused " + row["fields"]["act"],
                         "by": row["actor"], "reason": row["fields"]["reason"]})
-        for row in self.vault.db.execute(
-                "SELECT at, report FROM dockings WHERE device_id = ?", (device_id,)):
-            report = json.loads(row[1])
+        for docking in self.vault.dockings(device_id):
+            report: dict[str, Any] = docking["report"]  # type: ignore[assignment]
             readiness = report.get("readiness") or {}
-            out.append({"at": row[0], "event": "docked", "by": report.get("dock", ""),
+            out.append({"at": docking["at"], "event": "docked", "by": report.get("dock", ""),
                         "ready": bool(readiness.get("ready")),
                         "reasons": readiness.get("reasons") or [],
                         "stored": len((report.get("offload") or {}).get("stored") or [])})

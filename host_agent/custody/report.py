@@ -24,7 +24,6 @@ officer and case where there is one, when, and the records that show it:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -243,16 +242,12 @@ class _Report:
     def dockings(self, device_id: str) -> list[dict[str, Any]]:
         series = []
         last = None
-        for docking_id, at, text in self.vault.db.execute(
-                "SELECT id, at, report FROM dockings WHERE device_id = ? ORDER BY id",
-                (device_id,)):
+        for docking in self.vault.dockings(device_id):
+            docking_id, at = docking["id"], str(docking["at"])
+            report: dict[str, Any] = docking["report"]  # type: ignore[assignment]
             last = at
             t_us = times.parse(at)
             if not self.scope.within(t_us):
-                continue
-            try:
-                report = json.loads(text)
-            except ValueError:
                 continue
             clock = report.get("clock") or {}
             offset = clock.get("offset_before_us")

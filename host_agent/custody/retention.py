@@ -27,7 +27,6 @@ from host_agent.custody import hall, times
 from host_agent.custody import items as itemlib
 from host_agent.custody.register import CustodyError, RecordRef, Register, check_name
 from host_agent.vault.files import fsync_dir
-from protocol import cbor
 
 if TYPE_CHECKING:
     from host_agent.vault import Vault
@@ -52,8 +51,8 @@ class Outcome:
 def released(vault: Vault) -> set[tuple[str, int]]:
     """(device, seq) of every record the dock gave the recorder a release receipt for."""
     out = set()
-    for (blob,) in vault.db.execute("SELECT fields FROM facts WHERE kind = 'receipt'"):
-        fields = cbor.decode(bytes(blob))
+    for fact in vault.facts("receipt"):
+        fields = fact["fields"]
         if isinstance(fields, dict):
             out.add((str(fields.get("device_id")), int(fields.get("seq") or 0)))
     return out

@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from host_agent.lab import processes
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 PRODUCTION_ETC = "/etc/mosquitto/bodycam/"
@@ -180,13 +181,7 @@ class Mosquitto:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        processes.stop(proc, 5)
         if proc.stderr:
             proc.stderr.close()
 

@@ -34,13 +34,13 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from host_agent.lab import processes
 from host_agent.lab.broker import free_port
 
 INSTALL = "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
@@ -102,13 +102,7 @@ class _Daemon:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        processes.stop(proc, timeout)
 
     def port_taken(self) -> bool:
         text = _tail(self.log, 40) + _tail(self.out, 40)
