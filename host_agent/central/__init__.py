@@ -9,4 +9,6 @@ Object Lock store and a PostgreSQL index, and the central cosigns every dock's l
     index.py     the PostgreSQL tables
     objects.py   the object store (boto3; Object Lock required)
     cosign.py    C2SP tlog-cosignature v1
+    archive.py   the records office at the centre: the index as a custody Archive
+                 (host_agent/custody/archive.py), with the central's own register and log
 """

@@ -6,6 +6,9 @@
     unit_key = "/etc/bodycam/unit.pub"    the unit whose certified docks it serves
     key = "/etc/bodycam/central/central.key"   its cosigning key (`bodycam central keygen`)
     name = "central.example/witness"      the key's name in cosignatures
+    cert = "/etc/bodycam/central/central.cert"  the unit's certificate for that key (`bodycam
+                                          unit certify`): the records office's export
+                                          packages from the centre need it
     revoked = []                          key ids (hex) of docks it no longer serves
 
     [store]                               the S3 store with Object Lock (also in dock.toml)
@@ -34,7 +37,7 @@ RANGES: dict[str, tuple[float, float]] = {"retention_days": (1, 36500)}
 SCHEMA: settings.Schema = {
     "central": {"listen": (str, "127.0.0.1:8470"), "database": (str, None),
                 "unit_key": (str, None), "key": (str, None),
-                "name": (str, "bodycam-central"), "revoked": (list, [])},
+                "name": (str, "bodycam-central"), "cert": (str, ""), "revoked": (list, [])},
     "store": STORE,
 }
 
@@ -77,6 +80,7 @@ class CentralConfig:
     name: str
     store: StoreConfig
     revoked: tuple[str, ...] = field(default_factory=tuple)
+    cert: str | None = None
 
 
 def load(path: str | Path) -> CentralConfig:
@@ -97,4 +101,5 @@ def load(path: str | Path) -> CentralConfig:
     base = path.parent
     return CentralConfig(str(path.resolve()), host or "127.0.0.1", int(port), c["database"],
                          str((base / c["unit_key"]).resolve()), str((base / c["key"]).resolve()),
-                         c["name"], store_config(values["store"], base), tuple(c["revoked"]))
+                         c["name"], store_config(values["store"], base), tuple(c["revoked"]),
+                         str((base / c["cert"]).resolve()) if c["cert"] else None)

@@ -73,11 +73,14 @@ def verify(note: bytes, name: str, public_key: bytes) -> int | None:
 
 
 class KeyCosigner:
-    """The central's cosigning key, from its key file (host_agent/keys.py: 32-byte seed)."""
+    """The central's cosigning key, from its key file (host_agent/keys.py: 32-byte seed); with
+    the unit's certificate for it (`cert`), it also signs the checkpoints of the central's own
+    log (host_agent/central/archive.py)."""
 
-    def __init__(self, name: str, private: Any) -> None:
+    def __init__(self, name: str, private: Any, cert: bytes | None = None) -> None:
         notes.check_key_name(name)
         self.name = name
+        self.cert = cert
         self._private = private
         self.public_key: bytes = private.public_key().public_bytes_raw()
 

@@ -11,9 +11,13 @@ recorders' keys, every record once, the cosigned checkpoints, and every refusal.
             data_state, chain_break, case_no, origin, idx, at)
         every signed record once, byte-exact as signed; (device_id, seq) is the key
     refusals(id, at, origin, dock_id, reason)
+    rebinds(id, at, origin, old_dock_id, old_dock_key, new_dock_id, new_dock_key, cert,
+            by_name, reason)
+        every time a person bound a log to another dock's key (`bodycam central rebind`: a
+        vault moved to a new dock PC), with the unit's certificate of the new key
 
-log_entries, devices, records and refusals refuse UPDATE and DELETE (triggers): the central
-keeps evidence as the vaults do.
+log_entries, devices, records, refusals and rebinds refuse UPDATE and DELETE (triggers): the
+central keeps evidence, and who changed what, as the vaults do.
 """
 
 from __future__ import annotations
@@ -74,12 +78,24 @@ CREATE TABLE IF NOT EXISTS refusals (
     dock_id text,
     reason text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rebinds (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    origin text NOT NULL REFERENCES logs(origin),
+    old_dock_id text NOT NULL,
+    old_dock_key bytea NOT NULL,
+    new_dock_id text NOT NULL,
+    new_dock_key bytea NOT NULL,
+    cert bytea NOT NULL,
+    by_name text NOT NULL,
+    reason text NOT NULL
+);
 CREATE OR REPLACE FUNCTION bodycam_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only: evidence may not be altered or removed', TG_TABLE_NAME;
 END $$ LANGUAGE plpgsql;
 """
-APPEND_ONLY = ("log_entries", "devices", "records", "refusals")
+APPEND_ONLY = ("log_entries", "devices", "records", "refusals", "rebinds")
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
@@ -91,10 +107,16 @@ def create(dsn: str) -> None:
     with connect(dsn) as db:
         db.execute("SELECT pg_advisory_xact_lock(4242)")  # two services starting at once
         db.execute(SCHEMA)  # type: ignore[arg-type]
-        for table in APPEND_ONLY:
-            exists = db.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s",
-                                (f"{table}_append_only",)).fetchone()
-            if exists is None:
-                db.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON"  # type: ignore[arg-type]
-                           f" {table} FOR EACH ROW EXECUTE FUNCTION bodycam_append_only()")
+        append_only(db, APPEND_ONLY)
         db.commit()
+
+
+def append_only(db: psycopg.Connection[Any], tables: tuple[str, ...]) -> None:
+    """Make the tables refuse UPDATE and DELETE (idempotent; inside the caller's transaction,
+    after SCHEMA)."""
+    for table in tables:
+        exists = db.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s",
+                            (f"{table}_append_only",)).fetchone()
+        if exists is None:
+            db.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON"  # type: ignore[arg-type]
+                       f" {table} FOR EACH ROW EXECUTE FUNCTION bodycam_append_only()")

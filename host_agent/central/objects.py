@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,40 @@ class Objects:
         if there.get("ObjectLockMode") != "COMPLIANCE":
             return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
         return None
+
+    def fetch(self, sha256: bytes, dest: Path) -> None:
+        """The object's bytes into the new file `dest`, checked against its name. Should the
+        newest version not hash to it (someone with write access put other bytes over the
+        locked evidence), the older versions are tried: the locked one is still there."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key(sha256)
+        try:
+            if self._fetch_version(key, None, sha256, dest):
+                return
+            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            versions = [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
+            for version in versions:
+                if self._fetch_version(key, version, sha256, dest):
+                    return
+        except ClientError as exc:
+            raise StoreError(f"cannot read {key}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
+        dest.unlink(missing_ok=True)
+        raise StoreError(f"no version of {key} in the store hashes to its name")
+
+    def _fetch_version(self, key: str, version: str | None, sha256: bytes, dest: Path) -> bool:
+        got = self.client.get_object(Bucket=self.bucket, Key=key,
+                                     **({"VersionId": version} if version else {}))
+        h = hashlib.sha256()
+        with dest.open("wb") as out:
+            for chunk in iter(lambda: got["Body"].read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        return h.digest() == sha256
 
     def _verify_by_reading(self, sha256: bytes, size: int) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -34,7 +34,7 @@ from host_agent.central import cosign, index, wire
 from host_agent.central.objects import Objects
 from host_agent.vault import checkpoint as notes
 from host_agent.vault import evidence, log
-from protocol import cbor, manifest
+from protocol import authority, cbor, manifest
 
 log_ = logging.getLogger("bodycam.central")
 
@@ -45,6 +45,10 @@ class Refused(Exception):
     def __init__(self, reason: str, flag: bool = False) -> None:
         super().__init__(reason)
         self.flag = flag
+
+
+class RebindError(ValueError):
+    """A re-binding the central does not make; the message says why."""
 
 
 @dataclass
@@ -129,6 +133,53 @@ class Central:
         db.execute("INSERT INTO refusals(origin, dock_id, reason) VALUES (%s, %s, %s)",
                    (origin, None, f"flag cleared by {by}"))
         db.commit()
+
+    def rebind(self, origin: str, cert: bytes, by: str, reason: str) -> dict[str, Any]:
+        """A person binds the log `origin` to the dock key `cert` certifies (its vault moved to
+        a new dock PC): from then on that key forwards it and the old one is refused. The
+        certificate is checked as a request's is (the unit's, valid now, not revoked). A flag
+        stays: only `clear` lifts it. The new binding and its row in `rebinds` (who, why,
+        both docks, the certificate) commit together; what was done, for the person."""
+        if not by.strip() or not reason.strip():
+            raise RebindError("a rebind names who makes it and why")
+        new = self._admitted(cert)
+        key, db = bytes(new["key"]), self.db()
+        db.rollback()
+        try:
+            row = db.execute("SELECT dock_id, dock_key, flagged FROM logs WHERE origin = %s"
+                             " FOR UPDATE", (origin,)).fetchone()
+            if row is None:
+                raise RebindError(f"the central holds no log {origin!r}")
+            old_id, old_key, flagged = str(row[0]), bytes(row[1]), row[2]
+            if old_key == key:
+                raise RebindError(f"log {origin} is already bound to that key (dock {old_id}):"
+                                  " nothing to do")
+            db.execute("UPDATE logs SET dock_id = %s, dock_key = %s, updated = now()"
+                       " WHERE origin = %s", (new["dock"], key, origin))
+            at = db.execute(
+                "INSERT INTO rebinds(origin, old_dock_id, old_dock_key, new_dock_id,"
+                " new_dock_key, cert, by_name, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING at", (origin, old_id, old_key, new["dock"], key, cert, by, reason)
+            ).fetchone()[0]  # type: ignore[index]
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return {"origin": origin, "at": at.isoformat(), "by": by, "reason": reason,
+                "old": self._dock(old_id, old_key), "new": self._dock(new["dock"], key),
+                "flagged": flagged}
+
+    def _admitted(self, cert: bytes) -> dict[str, Any]:
+        """The payload of `cert` if the central would take a request under it now."""
+        try:
+            return wire.admit_cert(cert, self.unit_key, self.revoked, int(time.time() * 1e6))
+        except wire.WireError as exc:
+            raise RebindError(str(exc)) from None
+
+    @staticmethod
+    def _dock(dock_id: str, key: bytes) -> dict[str, str]:
+        """A dock as a rebind shows it: its id, its key and the key id a revocation names."""
+        return {"dock": dock_id, "key": key.hex(), "key_id": authority.key_id(key).hex()}
 
     # -- a batch ---------------------------------------------------------------------------------
 

@@ -47,11 +47,7 @@ def open_request(body: bytes, unit_key: bytes, revoked: set[bytes],
     if not isinstance(doc, dict) or doc.get("v") != VERSION or not isinstance(
             doc.get("cert"), bytes):
         raise WireError("not a request of this protocol (or no certificate)")
-    try:
-        cert = authority.open_cert(doc["cert"], unit_key, notes.ed25519_ok)
-        authority.admit(cert, now_us, list(revoked))
-    except authority.AuthorityError as exc:
-        raise WireError(f"dock certificate refused: {exc}") from None
+    cert = admit_cert(doc["cert"], unit_key, revoked, now_us)
     key = bytes(cert["key"])
     if env.kid != authority.key_id(key) or not notes.ed25519_ok(key, env.tbs, env.signature):
         raise WireError(f"the request is not signed by the key of dock {cert['dock']}")
@@ -61,6 +57,18 @@ def open_request(body: bytes, unit_key: bytes, revoked: set[bytes],
     if not isinstance(doc.get("origin"), str):
         raise WireError("the request names no log origin")
     return doc, cert
+
+
+def admit_cert(cert: bytes, unit_key: bytes, revoked: set[bytes],
+               now_us: int) -> dict[str, Any]:
+    """The payload of a dock certificate the central takes now: the unit's, valid now, not
+    revoked; WireError otherwise."""
+    try:
+        doc = authority.open_cert(cert, unit_key, notes.ed25519_ok)
+        authority.admit(doc, now_us, list(revoked))
+    except authority.AuthorityError as exc:
+        raise WireError(f"dock certificate refused: {exc}") from None
+    return doc
 
 
 def answer(doc: dict[str, Any]) -> bytes:

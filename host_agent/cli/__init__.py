@@ -8,12 +8,15 @@
     bodycam vault case DIR CASE --by NAME everything about a case (registered as an access)
     bodycam custody …                     the records office: people, requests, approvals,
                                           view/copy/export, retention, compliance report
+                                          (on a VAULT, or at the centre on its central.toml)
     bodycam verify PACKAGE --trust UNIT   check an export package offline
     bodycam device …                      the recorders' custody: inventory, issue, return
     bodycam dockd --config dock.toml      the dock service: serves every recorder that arrives
     bodycam status [--config dock.toml]   its slots: recorder, state, progress, readiness
     bodycam forward --config dock.toml    the vault forwarded to the central tier, once
     bodycam central serve --config FILE   the central: PostgreSQL + S3 Object Lock, cosigning
+    bodycam central clear|rebind ORIGIN   a person lets a flagged log go on, or binds a moved
+                                          vault's log to its new dock's key
 
 Each group of commands lives in a module of its own; only `demo` and `sim`
 (lab_commands.py) load the lab rig, and only when they run.

@@ -1,4 +1,5 @@
-"""`bodycam central …` (the central service: its key, serving, clearing a flagged log) and
+"""`bodycam central …` (the central service: its key, serving, clearing a flagged log,
+re-binding a moved vault's log to its new dock) and
 `bodycam forward` (a dock's vault forwarded to the central, once)."""
 
 from __future__ import annotations
@@ -91,6 +92,30 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebind(args: argparse.Namespace) -> int:
+    """Bind a dock log to the dock key a unit certificate names (its vault moved to a new dock
+    PC); the old key is refused from then on. A flagged log stays flagged."""
+    from host_agent.central.objects import StoreError
+    from host_agent.central.service import RebindError
+
+    try:
+        cert = Path(args.cert).read_bytes()
+        _, central = _central(args, "central rebind")
+        done = central.rebind(args.origin, cert, args.by, args.reason)
+    except (RebindError, SettingsError, KeyFileError, StoreError, OSError) as exc:
+        return fail("central rebind", exc)
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return 0
+    old, new = done["old"], done["new"]
+    print(f"{args.origin}: bound to dock {new['dock']} (key id {new['key_id']}), no longer to"
+          f" {old['dock']} (key id {old['key_id']}); registered (by {args.by})")
+    if done["flagged"]:
+        print(f"{args.origin} is still flagged ({done['flagged']}): `bodycam central clear`"
+              " once a person looked")
+    return 0
+
+
 def cmd_forward(args: argparse.Namespace) -> int:
     from host_agent.central.forward import ForwardError
     from host_agent.central.objects import StoreError
@@ -127,6 +152,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--config", required=True, metavar="central.toml")
     c.add_argument("--by", required=True)
     c.set_defaults(func=cmd_clear)
+    c = csub.add_parser("rebind", help="bind a dock log to a new dock's key (its vault moved)")
+    c.add_argument("origin")
+    c.add_argument("--config", required=True, metavar="central.toml")
+    c.add_argument("--cert", required=True, help="the unit's certificate of the new dock")
+    c.add_argument("--by", required=True)
+    c.add_argument("--reason", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_rebind)
     p = sub.add_parser("forward", help="forward this dock's vault to the central, once")
     p.add_argument("--config", required=True, metavar="dock.toml")
     p.add_argument("--json", action="store_true")

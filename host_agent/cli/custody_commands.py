@@ -5,15 +5,17 @@ verify` (an export package, offline)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from host_agent.cli.output import fail, json_default
 from host_agent.cli.unit_commands import add_identity_option, load_identity
 from host_agent.custody import times
+from host_agent.custody.archive import Archive
 from host_agent.custody.register import (
     BODIES,
     CLASSES,
@@ -23,19 +25,39 @@ from host_agent.custody.register import (
     Register,
 )
 from host_agent.keys import KeyFileError, public_key
+from host_agent.settings import SettingsError
 from host_agent.vault import Vault, VaultError
 
 Result = dict[str, Any] | list[Any]
 
 
+@contextlib.contextmanager
+def open_archive(where: str) -> Iterator[Archive]:
+    """A dock's vault (a directory), or the central index (its central.toml)."""
+    if where.endswith(".toml"):
+        from host_agent.central.archive import open_central
+
+        with open_central(where) as central:
+            yield central
+    else:
+        with Vault.open(where, create=False) as vault:
+            yield vault
+
+
+def at_a_dock(archive: Archive, what: str) -> Vault:
+    if not isinstance(archive, Vault):
+        raise CustodyError(f"{what} is done at a dock, on its vault, not at the central")
+    return archive
+
+
 def run(args: argparse.Namespace, command: str,
-         work: Callable[[Vault], Result], show: Callable[[Any], str] | None = None) -> int:
-    """Open the vault, do the work, print the result (JSON with --json); a refusal or bad
-    input is one line on stderr and exit 2, never a traceback."""
+        work: Callable[[Archive], Result], show: Callable[[Any], str] | None = None) -> int:
+    """Open the vault or the central index, do the work, print the result (JSON with
+    --json); a refusal or bad input is one line on stderr and exit 2, never a traceback."""
     try:
-        with Vault.open(args.vault, create=False) as vault:
-            result = work(vault)
-    except (CustodyError, VaultError, KeyFileError, OSError) as exc:
+        with open_archive(args.vault) as archive:
+            result = work(archive)
+    except (CustodyError, VaultError, KeyFileError, SettingsError, OSError) as exc:
         return fail(command, exc)
     if getattr(args, "json", False) or show is None:
         print(json.dumps(result, indent=2, default=json_default, ensure_ascii=False))
@@ -88,7 +110,7 @@ def cmd_person(args: argparse.Namespace) -> int:
 def cmd_request(args: argparse.Namespace) -> int:
     from host_agent.custody.items import check_items
 
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         items = check_items(_items(args))
         rid = Register(vault).file_request(
             body=args.body, letter=args.letter, requester=args.requester,
@@ -106,7 +128,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
     approve = args.custody_command == "approve"
 
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         register = Register(vault)
         request = register.request(args.request)
         refs = itemlib.resolve(vault, register, request["items"])
@@ -123,7 +145,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         subject = _subject(args)
         Register(vault).classify(subject, args.cls, by=args.by, reason=args.reason)
         return {"subject": subject, "class": args.cls}
@@ -132,7 +154,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         subject = _subject(args)
         Register(vault).hold(subject, not args.lift, by=args.by, reason=args.reason)
         return {"subject": subject, "held": not args.lift}
@@ -142,7 +164,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         if vault.stored_record_hash(args.record.device_id, args.record.seq) is None:
             raise CustodyError(f"the vault holds no record {args.record}")
         Register(vault).mark_evidence(args.record, args.case, by=args.by)
@@ -184,10 +206,20 @@ def cmd_hand_out(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from host_agent.custody.export import export
 
-    identity = load_identity(args.identity, "custody export")
-    return run(args, "custody export", lambda v: export(
-        v, args.request, Path(args.out), by=args.by, signer=identity,
-        unit_public=identity.unit_public),
+    def work(archive: Archive) -> Result:
+        if isinstance(archive, Vault):  # the dock signs its vault's checkpoint
+            identity = load_identity(args.identity, "custody export")
+            return export(archive, args.request, Path(args.out), by=args.by, signer=identity,
+                          unit_public=identity.unit_public)
+        signer, unit = getattr(archive, "signer", None), getattr(archive, "unit_public", None)
+        if signer is None or signer.cert is None:
+            raise CustodyError("the central's key has no unit certificate (central.toml:"
+                               " cert = …, made with bodycam unit certify): a package from"
+                               " the centre could not be checked")
+        return export(archive, args.request, Path(args.out), by=args.by, signer=signer,
+                      unit_public=unit)
+
+    return run(args, "custody export", work,
         lambda r: f"package {r['package']}: {r['records']} records, {r['segments']} segments"
                   f" of {r['devices']} recorder(s) in {r['out']}\ncheck it anywhere with:"
                   f" bodycam verify {r['out']} --trust UNIT.pub")
@@ -198,7 +230,8 @@ def cmd_hall(args: argparse.Namespace) -> int:
 
     identity = load_identity(args.identity, "custody import-hall")
     return run(args, "custody import-hall", lambda v: import_footage(
-        v, case=args.case, camera=args.camera, location=args.location, source=Path(args.file),
+        at_a_dock(v, "importing hall footage"), case=args.case, camera=args.camera,
+        location=args.location, source=Path(args.file),
         start_us=args.start, end_us=args.end, provenance=args.provenance, by=args.by,
         signer=identity),
         lambda r: f"hall footage {r['object'][:16]}… ({r['size']} bytes) in case"
@@ -217,7 +250,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     return run(args, "custody retention", lambda v: retention.run(
-        v, by=args.by, as_of_us=args.as_of, keep_days=args.keep_days,
+        at_a_dock(v, "retention"), by=args.by, as_of_us=args.as_of, keep_days=args.keep_days,
         dry_run=args.dry_run).to_dict(), show)
 
 
@@ -237,7 +270,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as exc:
             return fail("custody report", exc)
 
-    def work(vault: Vault) -> Result:
+    def work(vault: Archive) -> Result:
         r = report.build(vault, scope)
         if args.html:
             from host_agent.custody.report_html import render
@@ -299,7 +332,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
                 by: str = "who does it (registered with the act)") -> argparse.ArgumentParser:
         c = csub.add_parser(name, help=help_text)
-        c.add_argument("vault")
+        c.add_argument("vault", metavar="VAULT|central.toml",
+                       help="a dock's vault, or the central index (its configuration)")
         c.add_argument("--by", required=name not in ("register", "report"), help=by)
         c.add_argument("--json", action="store_true")
         c.set_defaults(func=func)

@@ -8,8 +8,8 @@ import argparse
 from typing import Any
 
 from host_agent.cli import firmware_commands
-from host_agent.cli.custody_commands import Result, run
-from host_agent.vault import Vault
+from host_agent.cli.custody_commands import Result, at_a_dock, run
+from host_agent.custody.archive import Archive
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -17,12 +17,13 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     what = args.device_command
 
-    def work(vault: Vault) -> Result:
-        r = Recorders(vault)
+    def work(archive: Archive) -> Result:
+        r = Recorders(archive)
         if what == "inventory":
             return r.inventory()
         if what == "history":
             return r.history(args.device)
+        r = Recorders(at_a_dock(archive, f"device {what}"))
         if what == "add":
             r.inventory_add(args.device, by=args.by, model=args.model, serial=args.serial,
                             note=args.note)

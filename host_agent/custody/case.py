@@ -15,10 +15,10 @@ from host_agent.custody.register import RecordRef, Register, check_case, class_r
 from host_agent.vault.timeline import rebuild
 
 if TYPE_CHECKING:
-    from host_agent.vault import Vault
+    from host_agent.custody.archive import Archive
 
 
-def view(vault: Vault, case: str, *, by: str) -> dict[str, Any]:
+def view(vault: Archive, case: str, *, by: str) -> dict[str, Any]:
     check_case(case)
     register = Register(vault)
     members = sorted(itemlib.case_members(vault, register, case))
@@ -35,7 +35,7 @@ def view(vault: Vault, case: str, *, by: str) -> dict[str, Any]:
     return out
 
 
-def _gather(vault: Vault, register: Register, case: str, members: list[RecordRef],
+def _gather(vault: Archive, register: Register, case: str, members: list[RecordRef],
             cls: str) -> dict[str, Any]:
     phases, segments, events = [], [], []
     for device_id in sorted({r.device_id for r in members}):

@@ -27,7 +27,8 @@ from host_agent.vault.timeline import rebuild
 from protocol import cbor
 
 if TYPE_CHECKING:
-    from host_agent.vault import Signer, Vault
+    from host_agent.custody.archive import Archive
+    from host_agent.vault import Signer
 
 README = """\
 Evidence export package {package}
@@ -94,16 +95,15 @@ def _write(root: Path, rel: str, data: bytes, files: dict[str, bytes] | None) ->
         files[rel] = hashlib.sha256(data).digest()
 
 
-def _copy(src: Path, root: Path, rel: str, files: dict[str, bytes]) -> None:
+def _copy(vault: Archive, sha256: bytes, root: Path, rel: str,
+          files: dict[str, bytes]) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, path)
-    with path.open("rb+") as f:
-        os.fsync(f.fileno())
+    vault.copy_object(sha256, path)
     files[rel] = package.sha256_file(path)
 
 
-def authorised_refs(vault: Vault, register: Register, request_id: int, act: str,
+def authorised_refs(vault: Archive, register: Register, request_id: int, act: str,
                     refs: list[RecordRef] | None, by: str) -> tuple[dict[str, Any],
                                                                     list[RecordRef]]:
     """The request and the records an act may take under it (all the request covers when
@@ -127,7 +127,7 @@ def authorised_refs(vault: Vault, register: Register, request_id: int, act: str,
     return request, wanted
 
 
-def hand_out(vault: Vault, request_id: int, act: str, refs: list[RecordRef] | None,
+def hand_out(vault: Archive, request_id: int, act: str, refs: list[RecordRef] | None,
              out: Path, by: str) -> list[RecordRef]:
     """View or copy: the records and their segments, byte-exact, into `out` (a new
     directory), registered as `act` under the request."""
@@ -141,12 +141,12 @@ def hand_out(vault: Vault, request_id: int, act: str, refs: list[RecordRef] | No
     try:
         files: dict[str, bytes] = {}
         for ref in wanted:
-            _copy(vault.manifest_path(ref.device_id, ref.seq), tmp,
-                  package.record_path(ref.device_id, ref.seq), files)
+            _write(tmp, package.record_path(ref.device_id, ref.seq),
+                   vault.record_bytes(ref.device_id, ref.seq), files)
             fields = itemlib.signed_fields(vault, ref)
-            if "sha256" in fields and vault.object_path(fields["sha256"]).is_file():
-                _copy(vault.object_path(fields["sha256"]), tmp,
-                      package.segment_path(fields["sha256"]), files)
+            if "sha256" in fields and vault.has_object(fields["sha256"]):
+                _copy(vault, fields["sha256"], tmp, package.segment_path(fields["sha256"]),
+                      files)
         register.register_act(request_id, act, wanted, by=by, out=str(out.absolute()),
                               files={k: v.hex() for k, v in sorted(files.items())})
         tmp.rename(out)
@@ -157,7 +157,7 @@ def hand_out(vault: Vault, request_id: int, act: str, refs: list[RecordRef] | No
     return wanted
 
 
-def export(vault: Vault, request_id: int, out: Path, *, by: str, signer: Signer,
+def export(vault: Archive, request_id: int, out: Path, *, by: str, signer: Signer,
            unit_public: bytes | None = None) -> dict[str, Any]:
     """Make the package for a court under an approved request; what it holds."""
     register = Register(vault)
@@ -176,12 +176,12 @@ def export(vault: Vault, request_id: int, out: Path, *, by: str, signer: Signer,
         raise
 
 
-def _last_id(vault: Vault, what: str, subject: str) -> str:
+def _last_id(vault: Archive, what: str, subject: str) -> str:
     rows = vault.custody(what=what, subject=subject)
     return f"custody/{rows[-1]['id']}"
 
 
-def _build(vault: Vault, register: Register, request: dict[str, Any], wanted: list[RecordRef],
+def _build(vault: Archive, register: Register, request: dict[str, Any], wanted: list[RecordRef],
            out: Path, tmp: Path, *, by: str, signer: Signer, unit_public: bytes | None,
            request_log: int | None, decision_log: int | None) -> dict[str, Any]:
     files: dict[str, bytes] = {}
@@ -196,14 +196,14 @@ def _build(vault: Vault, register: Register, request: dict[str, Any], wanted: li
         devices.append({"device_id": device_id, "key": f"keys/{device_id}.pub", "log": index})
     for ref in wanted:
         rel = package.record_path(ref.device_id, ref.seq)
-        _copy(vault.manifest_path(ref.device_id, ref.seq), tmp, rel, files)
+        _write(tmp, rel, vault.record_bytes(ref.device_id, ref.seq), files)
         fields = itemlib.signed_fields(vault, ref)
         fields_of[ref] = fields
         seg = None
-        if "sha256" in fields and vault.object_path(fields["sha256"]).is_file():
+        if "sha256" in fields and vault.has_object(fields["sha256"]):
             seg = package.segment_path(fields["sha256"])
             if seg not in files:
-                _copy(vault.object_path(fields["sha256"]), tmp, seg, files)
+                _copy(vault, fields["sha256"], tmp, seg, files)
         index = vault.log_index(f"records/{ref.device_id}/{ref.seq}")
         proven.add(index)
         records.append({"ref": str(ref), "record": rel, "segment": seg, "log": index})
@@ -220,7 +220,7 @@ def _build(vault: Vault, register: Register, request: dict[str, Any], wanted: li
         for h in hall.of_case(vault, case):
             sha = bytes.fromhex(h["object"])
             rel = f"hall/{h['id']}.bin"
-            _copy(vault.object_path(sha), tmp, rel, files)
+            _copy(vault, sha, tmp, rel, files)
             _write(tmp, f"hall/{h['id']}.statement.cose", bytes.fromhex(h["statement"]), files)
             index = vault.log_index(f"custody/{h['id']}")
             proven.add(index)
@@ -256,9 +256,8 @@ def _build(vault: Vault, register: Register, request: dict[str, Any], wanted: li
     leaves = vault.log_leaves()[:cp_size]
     indices = sorted(i for i in proven if i is not None)
     proofs = log.inclusion_proofs(leaves, indices, cp_size)
-    entries = [{"index": i, "entry": vault.db.execute(
-        "SELECT entry FROM log WHERE idx = ?", (i,)).fetchone()[0], "proof": proofs[i]}
-        for i in indices]
+    entries = [{"index": i, "entry": vault.log_entry_bytes(i), "proof": proofs[i]}
+               for i in indices]
     _write(tmp, package.CHECKPOINT, note, None)
     _write(tmp, package.PROOFS, bytes(cbor.encode(
         {"size": cp_size, "root": log.root(leaves), "entries": entries})), None)
@@ -277,7 +276,7 @@ def _build(vault: Vault, register: Register, request: dict[str, Any], wanted: li
             "log_size": cp_size, "export_log": export_log}
 
 
-def summary_html(vault: Vault, register: Register, request: dict[str, Any],
+def summary_html(vault: Archive, register: Register, request: dict[str, Any],
                  fields_of: dict[RecordRef, dict[str, Any]], package_id: str, by: str) -> str:
     """The people's page of a package: the request, the phases rebuilt, the records."""
     e = html.escape

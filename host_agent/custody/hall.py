@@ -18,6 +18,7 @@ from host_agent.custody.register import CustodyError, check_case, check_name
 from protocol import authority
 
 if TYPE_CHECKING:
+    from host_agent.custody.archive import Archive
     from host_agent.vault import Signer, Vault
 
 TYPE_HALL = "hall"
@@ -50,12 +51,12 @@ def import_footage(vault: Vault, *, case: str, camera: str, location: str, sourc
     return {"id": row_id, **fields}
 
 
-def of_case(vault: Vault, case: str) -> list[dict[str, Any]]:
+def of_case(vault: Archive, case: str) -> list[dict[str, Any]]:
     return [{"id": r["id"], "at": r["at"], "by": r["actor"], **r["fields"]}
             for r in vault.custody(what="hall", subject=f"case/{case}")]
 
 
-def objects(vault: Vault) -> dict[str, int]:
+def objects(vault: Archive) -> dict[str, int]:
     """object hex -> size, of all hall footage (verify accounts for these files)."""
     return {str(r["fields"]["object"]): int(r["fields"]["size"])
             for r in vault.custody(what="hall")}

@@ -16,28 +16,26 @@ from host_agent.custody.register import CustodyError, RecordRef, check_case, cla
 from protocol import cose, manifest
 
 if TYPE_CHECKING:
+    from host_agent.custody.archive import Archive
     from host_agent.custody.register import Register
-    from host_agent.vault import Vault
 
 
-def signed_fields(vault: Vault, ref: RecordRef) -> dict[str, Any]:
+def signed_fields(vault: Archive, ref: RecordRef) -> dict[str, Any]:
     """The manifest fields of a stored record, as signed."""
-    raw = vault.manifest_path(ref.device_id, ref.seq).read_bytes()
+    raw = vault.record_bytes(ref.device_id, ref.seq)
     return manifest.decode(cose.parse_sign1(raw).payload)
 
 
-def phase_case(vault: Vault, ref: RecordRef) -> str | None:
+def phase_case(vault: Archive, ref: RecordRef) -> str | None:
     phase = signed_fields(vault, ref).get("phase") or {}
     case = phase.get("case")
     return case if isinstance(case, str) and case else None
 
 
-def case_members(vault: Vault, register: Register, case: str) -> set[RecordRef]:
+def case_members(vault: Archive, register: Register, case: str) -> set[RecordRef]:
     check_case(case)
-    devices = {str(r[0]) for r in vault.db.execute(
-        "SELECT DISTINCT device_id FROM events WHERE case_no = ?", (case,))}
     out: set[RecordRef] = set()
-    for device_id in sorted(devices):
+    for device_id in vault.case_devices(case):
         for row in vault.records(device_id):
             ref = RecordRef(device_id, int(str(row["seq"])))
             if phase_case(vault, ref) == case:
@@ -48,7 +46,7 @@ def case_members(vault: Vault, register: Register, case: str) -> set[RecordRef]:
     return out
 
 
-def cases_of(vault: Vault, register: Register, ref: RecordRef) -> list[str]:
+def cases_of(vault: Archive, register: Register, ref: RecordRef) -> list[str]:
     """The cases a record belongs to."""
     cases = set(register.evidence_cases(ref))
     case = phase_case(vault, ref)
@@ -78,28 +76,27 @@ def check_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-def resolve(vault: Vault, register: Register, items: list[dict[str, Any]]) -> set[RecordRef]:
+def resolve(vault: Archive, register: Register, items: list[dict[str, Any]]) -> set[RecordRef]:
     """The records the items name that the vault holds."""
     out: set[RecordRef] = set()
     for item in check_items(items):
         if "case" in item:
             out |= case_members(vault, register, item["case"])
         elif "device" in item:
-            out |= {RecordRef(str(item["device"]), int(seq)) for (seq,) in vault.db.execute(
-                "SELECT seq FROM records WHERE device_id = ? AND t_end > ? AND t_start < ?",
-                (item["device"], item["from_us"], item["to_us"]))}
+            out |= {RecordRef(str(item["device"]), seq) for seq in vault.records_between(
+                str(item["device"]), item["from_us"], item["to_us"])}
         else:
             out |= {ref for ref in map(RecordRef.parse, item["records"])
                     if vault.stored_record_hash(ref.device_id, ref.seq) is not None}
     return out
 
 
-def missing(vault: Vault, refs: list[RecordRef]) -> list[RecordRef]:
+def missing(vault: Archive, refs: list[RecordRef]) -> list[RecordRef]:
     """The records named that the vault does not hold."""
     return [r for r in refs if vault.stored_record_hash(r.device_id, r.seq) is None]
 
 
-def items_class(vault: Vault, register: Register, refs: set[RecordRef] | list[RecordRef],
+def items_class(vault: Archive, register: Register, refs: set[RecordRef] | list[RecordRef],
                 extra_cases: list[str] | tuple[str, ...] = ()) -> str:
     """The highest class among the records (and these cases)."""
     names = ["none"] + [register.class_of(f"case/{c}") for c in extra_cases]

@@ -445,7 +445,7 @@ _SHAPE: dict[str, tuple[type, ...]] = {"package": (str,), "vault": (str,), "file
 _ITEM_SHAPE: dict[str, dict[str, tuple[type, ...]]] = {
     "records": {"ref": (str,), "record": (str,), "segment": (str, type(None)), "log": (int,)},
     "devices": {"device_id": (str,), "key": (str,), "log": (int,)},
-    "hall": {"id": (int,), "file": (str,), "statement": (str,), "log": (int,)},
+    "hall": {"id": (int, str), "file": (str,), "statement": (str,), "log": (int,)},
 }
 
 

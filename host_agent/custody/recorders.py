@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from host_agent.custody.register import CustodyError, Register, check_name
 
 if TYPE_CHECKING:
-    from host_agent.vault import Vault
+    from host_agent.custody.archive import Archive
 
 EVENTS = ("inventory", "issue", "return", "maintenance")
 MAINTENANCE = ("maintenance", "repair", "fault")
@@ -34,7 +34,7 @@ class Holding:
 
 
 class Recorders:
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Archive) -> None:
         self.vault = vault
         self.register = Register(vault)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from host_agent.vault import Vault
+    from host_agent.custody.archive import Archive
 
 CLASSES = ("none", "personal_privacy", "commercial_secret", "state_secret")  # Art. 3, rising
 BODIES = ("public_security", "procuratorate", "court", "state_security",
@@ -82,7 +82,7 @@ def class_rank(name: str) -> int:
 class Register:
     """The custody register of one vault."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Archive) -> None:
         self.vault = vault
 
     # -- reading -------------------------------------------------------------------------------
@@ -106,13 +106,21 @@ class Register:
                 {"approved": decision["fields"]["approved"], "by": decision["actor"],
                  "at": decision["at"], "note": decision["fields"].get("note", "")}}
 
+    def latest_each(self, what: str, subject: str) -> list[dict[str, Any]]:
+        """The latest row about a subject from each source that has a say on it: the vault
+        alone at a dock; the central and each dock at the centre (host_agent/custody/archive.py)."""
+        last: dict[str | None, dict[str, Any]] = {}
+        for row in self.vault.custody(what=what, subject=subject):
+            last[row.get("origin")] = row
+        return list(last.values())
+
     def class_of(self, subject: str) -> str:
-        row = self.latest("classify", subject)
-        return "none" if row is None else str(row["fields"]["class"])
+        """The highest class any source gave the subject ("none" if none did)."""
+        names = [str(r["fields"]["class"]) for r in self.latest_each("classify", subject)]
+        return max(names or ["none"], key=class_rank)
 
     def held(self, subject: str) -> bool:
-        row = self.latest("hold", subject)
-        return bool(row and row["fields"]["on"])
+        return any(r["fields"]["on"] for r in self.latest_each("hold", subject))
 
     def evidence_cases(self, ref: RecordRef) -> list[str]:
         return [str(r["fields"]["case"]) for r in

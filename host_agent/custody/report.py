@@ -34,7 +34,7 @@ from host_agent.vault.timeline import device_timeline
 from protocol import policy as unit_policy
 
 if TYPE_CHECKING:
-    from host_agent.vault import Vault
+    from host_agent.custody.archive import Archive
 
 CODES = ("gap_in_phase", "no_segment", "refused", "no_notice", "not_ended", "late_offload",
          "clock_never_set", "clock_drift", "battery_override", "readiness_failed", "not_docked",
@@ -65,12 +65,12 @@ class Scope:
                 and (self.end_us is None or t_us < self.end_us))
 
 
-def build(vault: Vault, scope: Scope) -> dict[str, Any]:
+def build(vault: Archive, scope: Scope) -> dict[str, Any]:
     return _Report(vault, scope).build()
 
 
 class _Report:
-    def __init__(self, vault: Vault, scope: Scope) -> None:
+    def __init__(self, vault: Archive, scope: Scope) -> None:
         self.vault = vault
         self.scope = scope
         self.recorders = Recorders(vault)

@@ -169,6 +169,13 @@ class Ledger:
             raise VaultError(f"log entry {index} is not CBOR; run verify") from exc
         return entry if isinstance(entry, dict) else None
 
+    def log_entry_bytes(self, index: int) -> bytes:
+        """Entry `index` of the log as stored (CBOR)."""
+        row = self.db.execute("SELECT entry FROM log WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise VaultError(f"the log holds no entry {index}; run bodycam vault verify")
+        return bytes(row[0])
+
     def log_leaves(self) -> list[bytes]:
         """The leaf hashes of the whole log, each recomputed from its entry; VaultError if an
         entry does not hash to its stored leaf or an index is missing (run verify)."""

@@ -298,6 +298,25 @@ def manifest_path(root: Path, device_id: str, seq: int) -> Path:
     return root / "manifests" / device_id / f"{seq:08d}.cose"
 
 
+def signed_columns(fields: dict[str, Any], record_sha256: bytes) -> dict[str, Any]:
+    """The records-table values a signed record determines, as the index must hold them."""
+    clock = fields.get("clock")
+    return {
+        "seq": fields["seq"],
+        "kind": fields["kind"],
+        "record_sha256": record_sha256,
+        "prev": fields["prev"],
+        "segment_sha256": fields.get("sha256"),
+        "size": fields.get("size"),
+        "t_start": fields.get("t_start", fields.get("t", fields.get("t_last"))),
+        "t_end": fields.get("t_end", fields.get("t", fields.get("t_boot"))),
+        "clock_state": clock.get("state") if isinstance(clock, dict) else None,
+        "tracks": json.dumps(fields["tracks"]) if "tracks" in fields else None,
+        "policy": fields["policy"],
+        "truncated": int(fields["truncated"]) if "truncated" in fields else None,
+    }
+
+
 def event_columns(f: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """(name, detail as JSON text, phase) of an event or gap record, as the events table holds
     them; verify compares the table with this, from the signed record."""

@@ -60,6 +60,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -86,6 +87,7 @@ from host_agent.vault.schema import (
     now,
     object_path,
     row_dict,
+    signed_columns,
 )
 from protocol import manifest
 
@@ -348,6 +350,37 @@ class Vault(Ledger):
     def manifest_path(self, device_id: str, seq: int) -> Path:
         return manifest_path(self.root, device_id, seq)
 
+    # -- what the records office reads (host_agent/custody/archive.py) ---------------------------
+
+    def record_bytes(self, device_id: str, seq: int) -> bytes:
+        """A stored record, byte-exact as signed."""
+        try:
+            return self.manifest_path(device_id, seq).read_bytes()
+        except OSError as exc:
+            raise VaultError(f"cannot read record {device_id}/{seq}: {exc.strerror};"
+                             " run bodycam vault verify") from exc
+
+    def has_object(self, sha256: bytes) -> bool:
+        return self.object_path(sha256).is_file()
+
+    def copy_object(self, sha256: bytes, dest: Path) -> None:
+        """The object's bytes into `dest` (a new file), flushed to disk."""
+        shutil.copyfile(self.object_path(sha256), dest)
+        with dest.open("rb+") as f:
+            os.fsync(f.fileno())
+
+    def records_between(self, device_id: str, from_us: int, to_us: int) -> list[int]:
+        """The seqs of a device's records overlapping [from_us, to_us)."""
+        return [int(seq) for (seq,) in self.db.execute(
+            "SELECT seq FROM records WHERE device_id = ? AND t_end > ? AND t_start < ?"
+            " ORDER BY seq", (device_id, from_us, to_us))]
+
+    def case_devices(self, case: str) -> list[str]:
+        """The devices with an event or gap record naming the case."""
+        return [str(d) for (d,) in self.db.execute(
+            "SELECT DISTINCT device_id FROM events WHERE case_no = ? ORDER BY device_id",
+            (case,))]
+
     def events(
         self, *, device_id: str | None = None, case_no: str | None = None
     ) -> list[dict[str, object]]:
@@ -427,24 +460,14 @@ class Vault(Ledger):
 
     def _insert_record(self, f: dict[str, Any], receipt: bytes, data_state: str | None,
                        chain_break: str | None) -> int:
-        clock = f.get("clock")
         kind = f["kind"]
-        # Events happen at an instant; a gap spans from the last sign of life to the reboot.
-        t_start = f.get("t_start", f.get("t", f.get("t_last")))
-        t_end = f.get("t_end", f.get("t", f.get("t_boot")))
+        cols = signed_columns(f, receipt)
+        t_start = cols["t_start"]
         self.db.execute(
             "INSERT INTO records(device_id, seq, kind, record_sha256, prev, segment_sha256,"
             " size, t_start, t_end, clock_state, tracks, policy, truncated, data_state,"
             " chain_break, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                f["device_id"], f["seq"], kind, receipt, f["prev"], f.get("sha256"),
-                f.get("size"), t_start, t_end,
-                clock.get("state") if isinstance(clock, dict) else None,
-                json.dumps(f["tracks"]) if "tracks" in f else None,
-                f["policy"],
-                int(f["truncated"]) if "truncated" in f else None,
-                data_state, chain_break, now(),
-            ),
+            (f["device_id"], *cols.values(), data_state, chain_break, now()),
         )
         if kind != manifest.KIND_SEGMENT:
             name, detail, phase = event_columns(f)

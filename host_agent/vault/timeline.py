@@ -9,12 +9,17 @@ pause, stop or mute, the segments that cover it, and any gap with its cause.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from protocol import cose, manifest
 
-if TYPE_CHECKING:
-    from host_agent.vault.store import Vault
+
+class Records(Protocol):
+    """Where records come from: a vault, or the central index (host_agent/custody/archive.py)."""
+
+    def records(self, device_id: str) -> list[dict[str, Any]]: ...
+
+    def record_bytes(self, device_id: str, seq: int) -> bytes: ...
 
 
 @dataclass
@@ -56,13 +61,13 @@ class Phase:
         return d
 
 
-def load_records(vault: Vault, device_id: str) -> list[dict[str, Any]]:
+def load_records(vault: Records, device_id: str) -> list[dict[str, Any]]:
     """The decoded payloads of a device's records in the vault, in chain order."""
     out = []
     for row in vault.records(device_id):
         seq = row["seq"]
         assert isinstance(seq, int)
-        raw = vault.manifest_path(device_id, seq).read_bytes()
+        raw = vault.record_bytes(device_id, seq)
         out.append(manifest.decode(cose.parse_sign1(raw).payload))
     return out
 
@@ -113,5 +118,5 @@ def rebuild(records: list[dict[str, Any]]) -> list[Phase]:
     return phases
 
 
-def device_timeline(vault: Vault, device_id: str) -> list[Phase]:
+def device_timeline(vault: Records, device_id: str) -> list[Phase]:
     return rebuild(load_records(vault, device_id))

@@ -37,7 +37,7 @@ from host_agent.vault import evidence, log, schema
 from host_agent.vault.errors import VaultError
 from host_agent.vault.files import hash_file
 from host_agent.vault.ledger import CHECKPOINT_FILE, cert_key, check_fact, meta_row
-from host_agent.vault.schema import event_columns, manifest_path, object_path
+from host_agent.vault.schema import event_columns, manifest_path, object_path, signed_columns
 from protocol import authority, cbor, manifest
 
 _T = TypeVar("_T")
@@ -176,25 +176,6 @@ _RECORD_COLUMNS = ("seq", "kind", "record_sha256", "prev", "segment_sha256", "si
                    "t_end", "clock_state", "tracks", "policy", "truncated", "data_state",
                    "chain_break")
 _EVENT_COLUMNS = ("kind", "name", "t", "phase_row", "case_no", "officer", "detail")
-
-
-def signed_columns(fields: dict[str, Any], record_sha256: bytes) -> dict[str, Any]:
-    """The records-table values a signed record determines, as the index must hold them."""
-    clock = fields.get("clock")
-    return {
-        "seq": fields["seq"],
-        "kind": fields["kind"],
-        "record_sha256": record_sha256,
-        "prev": fields["prev"],
-        "segment_sha256": fields.get("sha256"),
-        "size": fields.get("size"),
-        "t_start": fields.get("t_start", fields.get("t", fields.get("t_last"))),
-        "t_end": fields.get("t_end", fields.get("t", fields.get("t_boot"))),
-        "clock_state": clock.get("state") if isinstance(clock, dict) else None,
-        "tracks": json.dumps(fields["tracks"]) if "tracks" in fields else None,
-        "policy": fields["policy"],
-        "truncated": int(fields["truncated"]) if "truncated" in fields else None,
-    }
 
 
 class Verifier:

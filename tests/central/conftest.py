@@ -10,6 +10,9 @@ a pair of mosquitto brokers joined by the shipped bridge configuration.
                  them) bridged over TLS with a client certificate to a central broker (TLS,
                  client certificates); the bridge is up when the fixture returns;
                  client(broker, cn) connects with a certificate CN = cn
+    docks        (function) two docks of one unit (tests/custody_world.World): dock A with
+                 REC-1 and REC-2, dock B with REC-3, each a phase of its case CASE-<recorder>
+    tier         (function) tests/central/tier.Tier: a central service for their unit
 
 A missing engine skips its tests, except under CI (CI set, as .ci/run does), where it fails:
 CI installs them.
@@ -38,6 +41,8 @@ from host_agent.lab.broker import (
     mosquitto_binary,
     tls_listener_config,
 )
+from tests.central.tier import Tier
+from tests.custody_world import World
 from tests.hil.pki import TestCA
 
 _timings: dict[str, dict[str, float]] = {}
@@ -207,3 +212,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, t in _timings.items():
         parts = ", ".join(f"{k} {v:.2f}" for k, v in t.items())
         terminalreporter.write_line(f"central engines: {name} from nothing, seconds: {parts}")
+
+
+@pytest.fixture
+def docks(tmp_path: Path) -> Iterator[tuple[World, World]]:
+    """Two docks of one unit; three recorders (REC-1 and REC-2 at dock A, REC-3 at B)."""
+    a = World(tmp_path / "a", "dock-a", pki=tmp_path / "pki")
+    b = World(tmp_path / "b", "dock-b", pki=tmp_path / "pki")
+    for world, names in ((a, ("REC-1", "REC-2")), (b, ("REC-3",))):
+        for name in names:
+            world.recorder(name)
+            world.phase(name, case=f"CASE-{name}")
+            world.segment(name)
+            world.release(name)
+            world.docking(name)
+        world.checkpoint()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def tier(ceph: Any, postgres: Any, docks: tuple[World, World]) -> Iterator[Tier]:
+    t = Tier(ceph, postgres, docks[0].unit.public)
+    yield t
+    t.close()

@@ -7,86 +7,19 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from host_agent.central import cosign, http, index
+from host_agent.central import cosign
 from host_agent.central.forward import COSIGNED, Forwarder, ForwardError
 from host_agent.central.objects import Objects, StoreError
-from host_agent.central.service import Central
 from host_agent.vault import Vault
+from tests.central.tier import Tier
 from tests.custody_world import World
-
-
-class CentralKey:
-    name = "central.test/witness"
-
-    def __init__(self) -> None:
-        self._k = Ed25519PrivateKey.generate()
-        self.public_key = self._k.public_key().public_bytes_raw()
-
-    def sign(self, msg: bytes) -> bytes:
-        return self._k.sign(msg)
-
-
-class Tier:
-    """A central service over a fresh database and bucket, and its HTTP endpoint."""
-
-    def __init__(self, ceph: Any, postgres: Any, unit_key: bytes) -> None:
-        self.s3 = ceph.client()
-        self.bucket = "evidence-" + uuid.uuid4().hex[:12]
-        self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
-        self.dsn = postgres.create_database("central_" + uuid.uuid4().hex[:10])
-        index.create(self.dsn)
-        self.key = CentralKey()
-        self.objects = Objects(self.s3, self.bucket, retention_days=1)
-        self.objects.check_bucket()
-        self.central = Central(self.dsn, self.objects, unit_key, self.key)
-        self.httpd = http.server(self.central)
-        http.serve_in_thread(self.httpd)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def forwarder(self, world: World) -> Forwarder:
-        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7)
-
-    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.dsn) as db:
-            return db.execute(query, args).fetchall()  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def docks(tmp_path: Path) -> Iterator[tuple[World, World]]:
-    """Two docks of one unit; three recorders (REC-1 and REC-2 at dock A, REC-3 at B)."""
-    a = World(tmp_path / "a", "dock-a", pki=tmp_path / "pki")
-    b = World(tmp_path / "b", "dock-b", pki=tmp_path / "pki")
-    for world, names in ((a, ("REC-1", "REC-2")), (b, ("REC-3",))):
-        for name in names:
-            world.recorder(name)
-            world.phase(name, case=f"CASE-{name}")
-            world.segment(name)
-            world.release(name)
-            world.docking(name)
-        world.checkpoint()
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
-def tier(ceph: Any, postgres: Any, docks: tuple[World, World]) -> Iterator[Tier]:
-    t = Tier(ceph, postgres, docks[0].unit.public)
-    yield t
-    t.close()
 
 
 def records_in(world: World) -> int:

@@ -1,0 +1,61 @@
+"""A central service over a fresh database and bucket on the real engines, and two docks of
+one unit with three recorders' evidence: what the central tier's tests forward and read.
+
+    Tier(ceph, postgres, unit_key)    the service (host_agent/central/service.py) on HTTP
+
+The fixtures `docks` and `tier` (conftest.py) make two docks of one unit and their Tier.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from host_agent.central import http, index
+from host_agent.central.forward import Forwarder
+from host_agent.central.objects import Objects
+from host_agent.central.service import Central
+from tests.custody_world import World
+
+
+class CentralKey:
+    name = "central.test/witness"
+
+    def __init__(self) -> None:
+        self._k = Ed25519PrivateKey.generate()
+        self.public_key = self._k.public_key().public_bytes_raw()
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._k.sign(msg)
+
+
+class Tier:
+    """A central service over a fresh database and bucket, and its HTTP endpoint."""
+
+    def __init__(self, ceph: Any, postgres: Any, unit_key: bytes) -> None:
+        self.s3 = ceph.client()
+        self.bucket = "evidence-" + uuid.uuid4().hex[:12]
+        self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
+        self.dsn = postgres.create_database("central_" + uuid.uuid4().hex[:10])
+        index.create(self.dsn)
+        self.key = CentralKey()
+        self.objects = Objects(self.s3, self.bucket, retention_days=1)
+        self.objects.check_bucket()
+        self.central = Central(self.dsn, self.objects, unit_key, self.key)
+        self.httpd = http.server(self.central)
+        http.serve_in_thread(self.httpd)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def forwarder(self, world: World) -> Forwarder:
+        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7)
+
+    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as db:
+            return db.execute(query, args).fetchall()  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
