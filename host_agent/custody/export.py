@@ -1,9 +1,11 @@
 """Make an export package (host_agent/custody/package.py says what is in one) under an
 approved request, and the view and copy acts that hand out footage.
 
-Nothing is half-written: the package is built in a temporary directory beside the
-destination and renamed into place only when complete; a refused export leaves nothing but
-its registered refusal.
+Nothing is half-written: the package is built in a staging directory beside the destination
+and renamed into place only when complete; a refused export leaves nothing but its registered
+refusal. Nothing leaves unregistered: the act is registered as begun (what = "begun", naming
+the staging directory) before the directory exists, so a power cut mid-copy leaves only bytes
+the register names; the act's own "access" row follows when it is complete.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import hashlib
 import html
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,9 +136,7 @@ def hand_out(vault: Archive, request_id: int, act: str, refs: list[RecordRef] | 
         raise CustodyError(f"act {act!r} is not view or copy")
     register = Register(vault)
     _, wanted = authorised_refs(vault, register, request_id, act, refs, by)
-    if out.exists():
-        raise CustodyError(f"{out} exists; name a new directory")
-    tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=out.parent))
+    tmp = _staging(register, request_id, act, wanted, by, out)
     try:
         files: dict[str, bytes] = {}
         for ref in wanted:
@@ -162,11 +161,9 @@ def export(vault: Archive, request_id: int, out: Path, *, by: str, signer: Signe
     """Make the package for a court under an approved request; what it holds."""
     register = Register(vault)
     request, wanted = authorised_refs(vault, register, request_id, "export", None, by)
-    if out.exists():
-        raise CustodyError(f"{out} exists; name a new directory")
     decision_log = vault.log_index(_last_id(vault, "decision", f"request/{request_id}"))
     request_log = vault.log_index(f"custody/{request_id}")
-    tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=out.parent))
+    tmp = _staging(register, request_id, "export", wanted, by, out)
     try:
         return _build(vault, register, request, wanted, out, tmp, by=by, signer=signer,
                       unit_public=unit_public, request_log=request_log,
@@ -174,6 +171,21 @@ def export(vault: Archive, request_id: int, out: Path, *, by: str, signer: Signe
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _staging(register: Register, request_id: int, act: str, wanted: list[RecordRef], by: str,
+             out: Path) -> Path:
+    """The new directory an act is built in, beside `out`: registered as begun first."""
+    if out.exists():
+        raise CustodyError(f"{out} exists; name a new directory")
+    if not out.parent.is_dir():
+        raise CustodyError(f"{out.parent} is not a directory")
+    tmp = out.parent.absolute() / f".part-{uuid.uuid4().hex}"
+    register.register_begun(request_id, act, wanted, by=by, out=str(out.absolute()),
+                            staging=str(tmp))
+    tmp.mkdir()
+    fsync_dir(out.parent)
+    return tmp
 
 
 def _last_id(vault: Archive, what: str, subject: str) -> str:

@@ -11,6 +11,8 @@ approval, a case's class, a hold) is the latest row about it: nothing is ever up
     classify    subject case/<c> | record/<device>/<seq>      class, reason
     hold        subject case/<c> | record/<device>/<seq>      on (true/false), reason
     evidence    subject record/<device>/<seq>                 case (the record is evidence in it)
+    begun       subject request/<id>      act, items, out, staging: bytes are being copied
+                                          into `staging` (registered before the first byte)
     access      subject request/<id>      act (view, copy, export, case), items, and what left
     refusal     subject request/<id> | what was asked          act, reason, items
 
@@ -221,6 +223,12 @@ class Register:
         """Register an act done under a request; (row id, log index)."""
         return self.vault.append_custody("access", by, f"request/{request_id}", {
             "act": act, "items": [str(r) for r in refs], **extra})
+
+    def register_begun(self, request_id: int, act: str, refs: list[RecordRef], *, by: str,
+                       out: str, staging: str) -> None:
+        """Register that an act's bytes start to leave (into `staging`, for `out`)."""
+        self.vault.append_custody("begun", by, f"request/{request_id}", {
+            "act": act, "items": [str(r) for r in refs], "out": out, "staging": staging})
 
     def refuse(self, subject: str, act: str, by: str, reason: str,
                items: list[str] | None = None) -> CustodyError:

@@ -152,7 +152,7 @@ def test_a_court_package_from_the_centre_holds_both_docks_evidence(office: Offic
     rows = json.loads(ok("custody", "register", c, "--json"))
     own = [r for r in rows if "origin" not in r]
     assert [r["what"] for r in own] == ["person", "person", "request", "refusal", "refusal",
-                                        "decision", "access"]
+                                        "decision", "begun", "access"]
     assert all(isinstance(r["log"], int) for r in own)
     # and what the docks registered about the evidence is read beside it
     assert {r["what"] for r in rows if "origin" in r} == {"classify", "hall"}

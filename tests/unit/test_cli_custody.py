@@ -125,3 +125,43 @@ def test_device_custody_and_report(office: tuple[str, str, str], tmp_path: Path)
     html = tmp_path / "r.html"
     text = ok("custody", "report", vault, "--html", str(html))
     assert "1 finding(s)" in text and html.read_text().lower().startswith("<!doctype html>")
+
+
+def test_a_copy_cut_at_any_point_leaves_only_bytes_the_register_names(tmp_path: Path) -> None:
+    """A power cut mid-copy: the process is killed as soon as its staging directory appears
+    (wherever the copy then is); the register already names that directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from host_agent.vault import Vault
+
+    w = World(tmp_path)
+    w.recorder("REC-1")
+    for _ in range(4):
+        w.segment("REC-1", data=os.urandom(16 << 20))
+    w.close()
+    vault = str(tmp_path / "vault")
+    ok("custody", "person", vault, "--name", "Li", "--id-no", "L-1", "--role", "approver",
+       "--by", "desk")
+    rid = str(json.loads(ok("custody", "request", vault, "--body", "unit", "--letter", "U-1",
+                            "--requester", "Li", "--requester-id", "L-1", "--reason", "audit",
+                            "--device", "REC-1", "--from", "2000-01-01T00:00Z", "--to",
+                            "2100-01-01T00:00Z", "--by", "desk", "--json"))["request"])
+    ok("custody", "approve", vault, rid, "--by", "Li")
+    out = tmp_path / "outbox"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "host_agent.cli", "custody", "copy", vault,
+                             rid, "--out", str(out / "copy"), "--by", "Li"])
+    deadline = time.monotonic() + 60
+    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (left,) = list(out.iterdir())  # the staging directory, or the finished copy
+    with Vault.open(vault, create=False) as v:
+        begun = v.custody(what="begun", subject=f"request/{rid}")
+    assert len(begun) == 1 and begun[0]["fields"]["act"] == "copy"
+    assert str(left) in (begun[0]["fields"]["staging"], begun[0]["fields"]["out"])

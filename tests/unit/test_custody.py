@@ -304,7 +304,7 @@ def test_case_view_lists_everything_and_is_itself_registered(world: World, tmp_p
     assert {e["name"] for e in seen["events"]} == {"phase_started", "notice_given",
                                                      "phase_ended"}
     whats = [e["what"] for e in seen["register"]]
-    assert whats[:3] == ["request", "decision", "access"] and "classify" in whats
+    assert whats[:4] == ["request", "decision", "begun", "access"] and "classify" in whats
     reg.classify(f"case/{CASE}", "state_secret", by="desk", reason="raised")
     with pytest.raises(CustodyError, match="Clerk is cleared for personal_privacy"):
         case.view(world.vault, CASE, by="Clerk")
