@@ -3,6 +3,12 @@
 Every record carries the clock state: "unset" (never synced since the backup cell last held
 it), "synced" (set by a dock within the holdover window, with the uncertainty the dock
 measured) or "holdover" (synced, but longer ago than the window).
+
+Two time sources: `now_us` is the settable clock a dock syncs and steps, and what every signed
+timestamp says; `ticks_ms` is the board's monotonic tick, which decides every length (a
+segment's, a pre-event piece's) and timeout, so a step never stretches or cuts one. The
+holdover window alone is measured on the clock: it spans reboots and power-offs, which ticks
+do not, and only `adjust` steps the clock, restarting it.
 """
 
 from device import fs
@@ -26,7 +32,12 @@ class ClockService:
             pass
 
     def now_us(self) -> int:
+        """What the clock says: for the signed timestamps, never for a length."""
         return self._clock.now_us()
+
+    def ticks_ms(self) -> int:
+        """The monotonic tick (time.ticks_diff to compare): for lengths and timeouts."""
+        return self._clock.ticks_ms()
 
     def state(self) -> str:
         if not self.synced_at:

@@ -4,7 +4,12 @@ Each part is a small object injected into the core; `device/boards/unix_sim/hal.
 them for the MicroPython unix port, a board implements them over its drivers
 (device/boards/<name>/). The core never imports a board or a driver itself.
 
-clock    now_us() -> int (µs since the Unix epoch); step(delta_us) moves the clock
+clock    now_us() -> int (µs since the Unix epoch); step(delta_us) moves the clock;
+         ticks_ms() -> int: a monotonic millisecond tick that no step moves, in the port's
+         time.ticks_ms range (compare two with time.ticks_diff). now_us is evidence: what
+         the clock said, for the signed timestamps. Every length, cadence and timeout (a
+         segment's, a pre-event piece's, "still alive" notes) runs on ticks_ms, so a dock
+         stepping the clock by hours never makes a segment longer or shorter.
 battery_main, battery_backup
          read() -> (millivolts, percent, charging: bool)
 storage  root: str (directory for the record store); usage() -> (free_bytes, total_bytes)
@@ -17,8 +22,11 @@ link     the dock link: a stream asyncio can poll (UART, USB-CDC, a pty in simul
 selftest() -> list of fault strings (empty when healthy)
 watchdog feed() -- the board's hardware watchdog (machine.WDT on a board; on the unix port
          the simulator outside the firmware process, device/boards/unix_sim/hal.py). The
-         recording loop feeds it while it is healthy; if it stops, the board resets and the
-         next boot records the gap. Optional (None: no watchdog).
+         recording loop feeds it while it is healthy, and boot feeds it per unit of progress
+         (each step of device/app.py's boot; in the store's recovery each directory entry
+         examined, record read and chunk hashed or copied), never from a timer or a loop that
+         waits, so only a real hang starves it; then the board resets and the next boot
+         records the gap. Optional (None: no watchdog).
 """
 
 

@@ -31,9 +31,16 @@ records the phase again. A gap rather than an event: the recording of a continuo
 broke, exactly what a gap record states (cause, last record, last alive, batteries, phase),
 and the dock's timeline lists it with the phase's findings like a power loss.
 
-The recording loop feeds the board's watchdog (`hal.watchdog`) while it runs; if it hangs or
-dies, the watchdog resets the board and the next boot records the gap (cause "watchdog" when
-the board tells the reset cause).
+The recording loop feeds the board's watchdog (`hal.watchdog`) while it runs, and boot
+recovery feeds it per chunk it hashes (the store per entry and chunk it examines); if it hangs
+or dies, the watchdog resets the board and the next boot records the gap (cause "watchdog"
+when the board tells the reset cause).
+
+Time: the signed timestamps (t, t_start, t_end, t_alive, t_boot) are what the clock said
+(`clock.now_us`, which a dock steps); every length and cadence (a segment's `segment_ms`, a
+pre-event piece, the "still alive" notes, `pre_event_ms`) is measured on the board's
+monotonic tick (`clock.ticks_ms`), so a step of hours mid-recording neither stretches nor cuts
+a segment or a piece.
 """
 
 import asyncio
@@ -91,7 +98,8 @@ class Recorder:
         self._stop_after = 0  # boot script: stop after this many segments (0: no limit)
         self._battery_warned = False
         self._wake = asyncio.Event()
-        self._pre: list = []  # pre-event buffer: [(path, t_start, t_end, size)], oldest first
+        # pre-event buffer: [(path, t_start, t_end, size, tick at its start)], oldest first
+        self._pre: list = []
         self._pre_n = 0
         self._meta = None  # type: dict | None  # the meta of the segment being recorded
         # A full card: the seq of its storage_full gap while waiting for room; -1 while even
@@ -499,15 +507,17 @@ class Recorder:
         self._pre_n += 1
         self._pre = [p for p in self._pre if p[0] != path]
         camera = self.hal.camera
+        clock = self.clock
         mv = memoryview(self._buf)
-        t_start = self.clock.now_us()
-        t_stop = t_start + _PRE_CHUNK_MS * 1000
+        t_start = clock.now_us()
+        tick0 = clock.ticks_ms()
         size = 0
         camera.start()
         try:
             f = fs.create(path)
             try:
-                while not self._asked and self.clock.now_us() < t_stop:
+                while (not self._asked
+                       and time.ticks_diff(clock.ticks_ms(), tick0) < _PRE_CHUNK_MS):
                     n = await camera.read_into(self._buf)
                     fs.write(f, mv[:n])
                     size += n
@@ -524,19 +534,20 @@ class Recorder:
             return
         finally:
             camera.stop()
-        self._pre.append((path, t_start, self.clock.now_us(), size))
+        self._pre.append((path, t_start, clock.now_us(), size, tick0))
         self._pre = self._pre[-keep:]
 
     def _drop_pre(self) -> None:
-        for path, _t0, _t1, _size in self._pre:
-            fs.remove(path)
+        for piece in self._pre:
+            fs.remove(piece[0])
         self._pre = []
 
     def _take_pre_event(self, f, digest) -> tuple:
-        """Move the pre-event buffer into the new segment; returns (its start, its bytes)."""
-        t_first, total = 0, 0
+        """Move the pre-event buffer into the new segment; returns (its start on the clock,
+        its start tick, its bytes); (0, 0, 0) when there is none."""
+        t_first, tick_first, total = 0, 0, 0
         mv = memoryview(self._buf)
-        for path, t0, _t1, _size in self._pre:
+        for path, t0, _t1, _size, tick0 in self._pre:
             with open(path, "rb") as src:
                 while True:
                     n = src.readinto(self._buf)
@@ -545,9 +556,10 @@ class Recorder:
                     digest.update(mv[:n])
                     fs.write(f, mv[:n])
                     total += n
-            t_first = t_first or t0
+            if not t_first:
+                t_first, tick_first = t0, tick0
         self._drop_pre()
-        return t_first, total
+        return t_first, tick_first, total
 
     async def _record_segment(self) -> None:
         self.busy = True
@@ -563,10 +575,12 @@ class Recorder:
     async def _record_one(self) -> None:
         store = self.store
         camera = self.hal.camera
+        clock = self.clock
         mv = memoryview(self._buf)
         digest = hashlib.sha256()
-        now = self.clock.now_us()
-        meta = {"t_start": now, "clock": self.clock.describe(), "phase": dict(self.phase),
+        now = clock.now_us()
+        tick0 = clock.ticks_ms()  # the segment's length and the alive notes run on ticks
+        meta = {"t_start": now, "clock": clock.describe(), "phase": dict(self.phase),
                 "tracks": ["video"] if self.muted else list(camera.tracks), "pre_event_ms": 0,
                 "t_alive": now, "active": dict(self.phase)}
         epoch = self._epoch
@@ -577,14 +591,15 @@ class Recorder:
         self._meta = meta
         f = fs.create(store.part_path)
         try:
-            t_pre, size = self._take_pre_event(f, digest)
+            t_pre, tick_pre, size = self._take_pre_event(f, digest)
             if t_pre:
+                # The start is what the clock said when the buffer's first piece began; how
+                # long before this segment that was is a length, on ticks.
                 meta["t_start"] = t_pre
-                meta["pre_event_ms"] = (now - t_pre) // 1000
+                meta["pre_event_ms"] = max(0, time.ticks_diff(tick0, tick_pre))
                 store.write_meta(meta)
             camera.start()
-            t_stop = now + self.segment_ms * 1000
-            alive_at = now + _ALIVE_MS * 1000
+            alive = tick0
             while True:
                 n = await camera.read_into(self._buf)
                 chunk = mv[:n]
@@ -595,14 +610,15 @@ class Recorder:
                 if not store.spare_ok:
                     full = True  # a write elsewhere found the card full and took the spare
                     break
-                now = self.clock.now_us()
-                if self._epoch != epoch or now >= t_stop or not self.recording:
+                tick = clock.ticks_ms()
+                if (self._epoch != epoch or not self.recording
+                        or time.ticks_diff(tick, tick0) >= self.segment_ms):
                     break
-                if now >= alive_at:
+                if time.ticks_diff(tick, alive) >= _ALIVE_MS:
                     fs.flush(f)
-                    meta["t_alive"] = now
+                    meta["t_alive"] = clock.now_us()  # evidence: what the clock said
                     store.write_meta(meta)
-                    alive_at = now + _ALIVE_MS * 1000
+                    alive = tick
         except OSError as exc:
             if not fs.is_full(exc):
                 raise
@@ -617,7 +633,7 @@ class Recorder:
                 full = True
         if not full:
             try:
-                self._seal_segment(digest.digest(), size, meta, self.clock.now_us(), False)
+                self._seal_segment(digest.digest(), size, meta, clock.now_us(), False)
             except OSError as exc:
                 if not fs.is_full(exc):
                     raise

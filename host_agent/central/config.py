@@ -1,7 +1,9 @@
 """The central's configuration (central.toml) and the object-store section both sides share.
 
     [central]
-    listen = "127.0.0.1:8470"             where the service answers (put TLS in front of it)
+    listen = "0.0.0.0:8470"               where the service answers
+    tls_cert = "/etc/bodycam/central/tls.crt"   its TLS certificate and key (PEM): the service
+    tls_key = "/etc/bodycam/central/tls.key"    then speaks HTTPS; both, or neither
     database = "postgresql://…"           its PostgreSQL (a libpq connection string)
     unit_key = "/etc/bodycam/unit.pub"    the unit whose certified docks it serves
     key = "/etc/bodycam/central/central.key"   its cosigning key (`bodycam central keygen`)
@@ -37,7 +39,8 @@ RANGES: dict[str, tuple[float, float]] = {"retention_days": (1, 36500)}
 SCHEMA: settings.Schema = {
     "central": {"listen": (str, "127.0.0.1:8470"), "database": (str, None),
                 "unit_key": (str, None), "key": (str, None),
-                "name": (str, "bodycam-central"), "cert": (str, ""), "revoked": (list, [])},
+                "name": (str, "bodycam-central"), "cert": (str, ""), "revoked": (list, []),
+                "tls_cert": (str, ""), "tls_key": (str, "")},
     "store": STORE,
 }
 
@@ -81,6 +84,8 @@ class CentralConfig:
     store: StoreConfig
     revoked: tuple[str, ...] = field(default_factory=tuple)
     cert: str | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 def load(path: str | Path) -> CentralConfig:
@@ -98,8 +103,16 @@ def load(path: str | Path) -> CentralConfig:
         except ValueError:
             raise settings.SettingsError(f"{where('central', 'revoked')}: {text!r} is not a"
                                          " dock key id (32 hex digits)") from None
+    if bool(c["tls_cert"]) != bool(c["tls_key"]):
+        raise settings.SettingsError(f"{where('central', 'tls_cert')}: TLS needs both tls_cert"
+                                     " and tls_key")
     base = path.parent
+
+    def resolve(value: str) -> str:
+        return str((base / value).resolve()) if value else ""
+
     return CentralConfig(str(path.resolve()), host or "127.0.0.1", int(port), c["database"],
                          str((base / c["unit_key"]).resolve()), str((base / c["key"]).resolve()),
                          c["name"], store_config(values["store"], base), tuple(c["revoked"]),
-                         str((base / c["cert"]).resolve()) if c["cert"] else None)
+                         resolve(c["cert"]) or None, resolve(c["tls_cert"]),
+                         resolve(c["tls_key"]))

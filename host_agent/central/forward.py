@@ -17,6 +17,7 @@ prove the central saw the log.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,8 @@ class Progress:
 
 class Forwarder:
     def __init__(self, vault: Vault, identity: DockIdentity, url: str, objects: Objects, *,
-                 batch: int = 256) -> None:
+                 batch: int = 256, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # what an https central's certificate is checked against
         self.vault = vault
         self.identity = identity
         self.url = url
@@ -74,7 +76,7 @@ class Forwarder:
                              "origin": self.vault.origin, "t": int(time.time() * 1e6)},
                             authority.key_id(self.identity.public_key), self.identity.sign)
         try:
-            return http.post(self.url, body)
+            return http.post(self.url, body, tls=self.tls)
         except http.CentralError as exc:
             raise ForwardError(str(exc)) from None
 

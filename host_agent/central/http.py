@@ -1,13 +1,17 @@
 """The central service on HTTP (stdlib: a thread per request), and the dock's client.
 
 One endpoint, POST /v1: the body is a signed request (host_agent/central/wire.py), the answer
-CBOR. A body over wire.MAX_BODY is refused before it is read. Put TLS in front of it (a
-reverse proxy) in production; authenticity does not depend on it (every request is signed).
+CBOR. A body over wire.MAX_BODY is refused before it is read; a connection idle for
+IDLE_S is closed. With a certificate and key (central.toml: tls_cert, tls_key) the service
+speaks TLS itself: each connection's handshake runs in that connection's own thread, so a
+client that stalls it holds up nobody else. Authenticity does not depend on TLS (every
+request is signed); the records' metadata (officers, cases) is what TLS keeps private.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -18,6 +22,7 @@ from host_agent.central import wire
 from host_agent.central.service import Central
 
 log = logging.getLogger("bodycam.central")
+IDLE_S = 60.0
 
 
 class CentralError(Exception):
@@ -28,9 +33,47 @@ class CentralError(Exception):
         self.answer = answer or {}
 
 
-def server(central: Central, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS for the service (TLS 1.2 or later); OSError or ssl.SSLError for unusable files."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def client_context(ca: str = "") -> ssl.SSLContext:
+    """What a dock checks the central's certificate against: the CA file, or the system's."""
+    ctx = ssl.create_default_context(cafile=ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake first, bounded by IDLE_S."""
+        request.settimeout(IDLE_S)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("%s: no TLS handshake: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+def server(central: Central, host: str = "127.0.0.1", port: int = 0,
+           tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = IDLE_S
 
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
             length = int(self.headers.get("Content-Length") or -1)
@@ -52,8 +95,8 @@ def server(central: Central, host: str = "127.0.0.1", port: int = 0) -> Threadin
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s " + fmt, self.client_address[0], *args)
 
-    httpd = ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
+    httpd = _Server((host, port), Handler)
+    httpd.tls = tls
     return httpd
 
 
@@ -63,12 +106,14 @@ def serve_in_thread(httpd: ThreadingHTTPServer) -> threading.Thread:
     return t
 
 
-def post(url: str, body: bytes, timeout: float = 60.0) -> dict[str, Any]:
-    """POST a signed request; the answer. CentralError for a refusal or no answer."""
+def post(url: str, body: bytes, timeout: float = 60.0,
+         tls: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """POST a signed request; the answer. CentralError for a refusal or no answer. An https
+    URL is checked against `tls` (client_context), else against the system's CAs."""
     req = urllib.request.Request(url.rstrip("/") + "/v1", data=body, method="POST",
                                  headers={"Content-Type": "application/cose"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls) as resp:
             return wire.read_answer(resp.read())
     except urllib.error.HTTPError as exc:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg, central = _central(args, "central serve")
     except (SettingsError, KeyFileError, StoreError, OSError) as exc:
         return fail("central serve", exc)
-    httpd = http.server(central, cfg.host, cfg.port)
+    try:
+        tls = http.server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+    except (OSError, ssl.SSLError) as exc:
+        return fail("central serve", SettingsError(f"{cfg.path}: TLS: {exc}"))
+    httpd = http.server(central, cfg.host, cfg.port, tls)
 
     def stop(signum: int, frame: object) -> None:
         import threading
@@ -68,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"central: serving on http://{cfg.host}:{httpd.server_address[1]}/v1 (cosigning"
+    scheme = "https" if tls else "http"
+    print(f"central: serving on {scheme}://{cfg.host}:{httpd.server_address[1]}/v1 (cosigning"
           f" as {cfg.name}, key {central.cosigner.public_key.hex()})", file=sys.stderr,
           flush=True)
     try:

@@ -22,6 +22,8 @@
     [central]                             optional: forward the vault to the central tier
     url = "https://central.example:8470"  (host_agent/central/), every interval_s
     interval_s = 60
+    ca = ""                               the CA of the central's TLS certificate (PEM;
+                                          default: the system's)
     [store]                               the central's S3 store (host_agent/central/config.py)
 
     [mqtt]                                optional: recorders on Wi-Fi / LTE
@@ -73,6 +75,7 @@ class Config:
     poll_s: float = 1.0
     mqtt: MqttConfig | None = None
     central_url: str = ""  # forward the vault there (and store objects in `store`)
+    central_ca: str = ""  # the CA its TLS certificate is checked against ("": the system's)
     forward_s: float = 60.0
     store: StoreConfig | None = None
 
@@ -85,7 +88,7 @@ _SCHEMA: settings.Schema = {
                "baudrate": (int, 921600), "poll_s": ((int, float), 1.0)},
     "mqtt": {"broker": (str, None), "ca": (str, ""), "cert": (str, ""), "key": (str, ""),
              "user": (str, ""), "password_file": (str, "")},
-    "central": {"url": (str, None), "interval_s": ((int, float), 60.0)},
+    "central": {"url": (str, None), "interval_s": ((int, float), 60.0), "ca": (str, "")},
     "store": central_config.STORE,
 }
 _RANGES: dict[str, tuple[float, float]] = {
@@ -122,7 +125,7 @@ def load(path: str | Path) -> Config:
                  recheck_s=float(dock["recheck_s"]), timeout_s=float(dock["timeout_s"]),
                  watch=tuple(serial["watch"]), ignore=tuple(serial["ignore"]),
                  baudrate=serial["baudrate"], poll_s=float(serial["poll_s"]), mqtt=mqtt,
-                 central_url=central.get("url", ""),
+                 central_url=central.get("url", ""), central_ca=resolve(central.get("ca", "")),
                  forward_s=float(central.get("interval_s", 60.0)), store=store)
     _check_paths(cfg, where)
     return cfg
@@ -135,6 +138,8 @@ def _check_paths(cfg: Config, where: Any) -> None:
                           " `bodycam enroll`)")
     if cfg.policy and not Path(cfg.policy).is_file():
         raise ConfigError(f"{where('dock', 'policy')}: no policy file {cfg.policy}")
+    if cfg.central_ca and not Path(cfg.central_ca).is_file():
+        raise ConfigError(f"{where('central', 'ca')}: no CA file {cfg.central_ca}")
     if not Path(cfg.identity).is_dir():
         raise ConfigError(f"{where('dock', 'identity')}: {cfg.identity} is not a dock identity"
                           " directory")

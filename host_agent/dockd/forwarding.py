@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from host_agent.central.forward import Forwarder, ForwardError, Progress
+from host_agent.central.http import client_context
 from host_agent.central.objects import StoreError
 from host_agent.dockd.config import Config, MqttConfig
 from host_agent.keys import DockIdentity
@@ -24,7 +25,8 @@ def forward_once(cfg: Config, progress: Any = None) -> Progress:
     identity = DockIdentity.load(Path(cfg.identity))
     objects = cfg.store.objects()
     with Vault.open(cfg.vault, create=False) as vault:
-        return Forwarder(vault, identity, cfg.central_url, objects).run(progress)
+        return Forwarder(vault, identity, cfg.central_url, objects,
+                         tls=client_context(cfg.central_ca)).run(progress)
 
 
 def state_file(cfg: Config) -> Path:

@@ -6,6 +6,7 @@ rolled back or whose log forked. Every hostile move is played by a dock or a str
 from __future__ import annotations
 
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from host_agent.central import cosign
+from host_agent.central import cosign, http
 from host_agent.central.forward import COSIGNED, Forwarder, ForwardError
 from host_agent.central.objects import Objects, StoreError
 from host_agent.vault import Vault
 from tests.central.tier import Tier
 from tests.custody_world import World
+from tests.hil.pki import TestCA
 
 
 def records_in(world: World) -> int:
@@ -219,3 +221,25 @@ def test_a_dock_can_neither_forward_nor_flag_another_dock_s_log(
         Forwarder(a.vault, b.dock, tier.url, tier.objects).run()
     assert tier.sql("SELECT flagged FROM logs WHERE origin = %s", a.vault.origin)[0][0] is None
     assert tier.forwarder(a).run().sent >= 1  # A forwards on
+
+
+def test_a_central_speaking_tls_is_reached_only_by_docks_that_trust_its_ca(
+        ceph: Any, postgres: Any, docks: tuple[World, World], tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "tls")
+    cert, key = ca.server("central")
+    tier = Tier(ceph, postgres, docks[0].unit.public,
+                tls=http.server_context(str(cert), str(key)))
+    try:
+        # a client that opens a connection and says nothing holds up no one else
+        with socket.create_connection(("127.0.0.1", tier.httpd.server_address[1])):
+            done = tier.forwarder(docks[0], tls=http.client_context(str(ca.ca_file))).run()
+        assert done.next == docks[0].vault.log_size() and done.cosigned
+        # a dock that does not trust the central's CA, or speaks plain HTTP to it: refused
+        with pytest.raises(ForwardError, match="CERTIFICATE_VERIFY_FAILED"):
+            tier.forwarder(docks[1], tls=http.client_context()).run()
+        plain = Forwarder(docks[1].vault, docks[1].dock, tier.url.replace("https", "http"),
+                          tier.objects)
+        with pytest.raises(ForwardError, match="cannot reach the central"):
+            plain.run()
+    finally:
+        tier.close()

@@ -8,6 +8,7 @@ The fixtures `docks` and `tier` (conftest.py) make two docks of one unit and the
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from typing import Any
 
@@ -35,7 +36,8 @@ class CentralKey:
 class Tier:
     """A central service over a fresh database and bucket, and its HTTP endpoint."""
 
-    def __init__(self, ceph: Any, postgres: Any, unit_key: bytes) -> None:
+    def __init__(self, ceph: Any, postgres: Any, unit_key: bytes,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.s3 = ceph.client()
         self.bucket = "evidence-" + uuid.uuid4().hex[:12]
         self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
@@ -45,12 +47,12 @@ class Tier:
         self.objects = Objects(self.s3, self.bucket, retention_days=1)
         self.objects.check_bucket()
         self.central = Central(self.dsn, self.objects, unit_key, self.key)
-        self.httpd = http.server(self.central)
+        self.httpd = http.server(self.central, tls=tls)
         http.serve_in_thread(self.httpd)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def forwarder(self, world: World) -> Forwarder:
-        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7)
+    def forwarder(self, world: World, tls: ssl.SSLContext | None = None) -> Forwarder:
+        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7, tls=tls)
 
     def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as db:

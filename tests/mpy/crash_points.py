@@ -273,12 +273,23 @@ def sfn_like(raw):
 
 # -- the recorder's world ----------------------------------------------------------------------
 class Clock:
+    """The settable clock (`t`, µs) and the monotonic tick beside it (`mono`, µs): both run
+    with the camera's chunks (`advance`), a step moves only the clock."""
+
     def __init__(self, t):
         self.t = t
+        self.mono = 0
+
+    def advance(self, us):
+        self.t += us
+        self.mono += us
 
     def now_us(self):
-        self.t += 1
+        self.advance(1)
         return self.t
+
+    def ticks_ms(self):
+        return self.mono // 1000
 
     def step(self, delta_us):
         self.t += delta_us
@@ -321,7 +332,7 @@ class Camera:
             fn()
         buf[:CHUNK] = _PATTERN
         struct.pack_into("<I", buf, 0, self.n)
-        self.clock.t += CHUNK_US
+        self.clock.advance(CHUNK_US)
         return CHUNK
 
 

@@ -3,7 +3,8 @@
 Each class implements one part of device/hal.py on the chip's peripherals; main.py builds them
 from the board's configuration (config.py):
 
-    RtcClock        machine.RTC, µs since the Unix epoch; step(delta_us)
+    RtcClock        machine.RTC, µs since the Unix epoch; step(delta_us); ticks_ms (the
+                    CPU's monotonic tick, which a step of the RTC never moves)
     AdcBattery      machine.ADC (ADC1, 11 dB, calibrated µV) behind a divider; mV -> % curve
     mount_card      FAT on the SD card (machine.SDCard over SDMMC) or littlefs on a flash
                     partition (esp32.Partition + vfs.VfsLfs2); CardStorage reports its usage
@@ -89,6 +90,9 @@ class RtcClock:
     def now_us(self) -> int:
         y, mo, d, _wd, h, mi, s, us = self._rtc.datetime()
         return ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000000) + us
+
+    def ticks_ms(self) -> int:
+        return time.ticks_ms()  # esp_timer: monotonic since boot, apart from the RTC
 
     def step(self, delta_us: int) -> None:
         # Read, add, write: the few tens of µs between them are lost, far below the dock's

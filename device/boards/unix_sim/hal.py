@@ -1,6 +1,7 @@
 """The unix-port board: simulated hardware for the MicroPython unix port (tests, demo, rig).
 
-Each class implements one part of device/hal.py: a clock with skew and drift, draining
+Each class implements one part of device/hal.py: a clock with skew and drift (and the
+monotonic tick a step does not move), draining
 batteries, a directory standing in for the card with a simulated capacity (or a card image:
 littlefs or FAT on a file-backed block device, `mount_card`), a paced camera, an indicator
 that logs, a pty as the serial line, a watchdog fed through a pipe to the simulator (the
@@ -34,14 +35,25 @@ def _wall_us() -> int:
 
 class SimTime:
     """The simulation's true time in µs: the wall clock, run `rate` times fast since the rate
-    was last set (`set_rate`; time never jumps when it changes)."""
+    was last set (`set_rate`; time never jumps when it changes); and its monotonic tick."""
 
     def __init__(self, rate: int = 1) -> None:
         self._real0 = self._sim0 = _wall_us()
         self.rate = rate
+        self._tick = time.ticks_ms()
+        self._tick_at = self._sim0 // 1000  # simulated ms at self._tick
 
     def now_us(self) -> int:
         return self._sim0 + (_wall_us() - self._real0) * self.rate
+
+    def ticks_ms(self) -> int:
+        """A tick in the port's ticks_ms range that runs with simulated time and never goes
+        back (a host clock stepped back holds it; the port's ticks_ms cannot follow `rate`)."""
+        ms = self.now_us() // 1000
+        if ms > self._tick_at:
+            self._tick = time.ticks_add(self._tick, ms - self._tick_at)
+            self._tick_at = ms
+        return self._tick
 
     def set_rate(self, rate: int) -> None:
         now = _wall_us()
@@ -65,6 +77,10 @@ class SimClock:
     def now_us(self) -> int:
         real = self._sim.now_us()
         return real + self._skew + (real - self._origin) * self._drift_ppm // 1000000
+
+    def ticks_ms(self) -> int:
+        """Simulated time's monotonic tick: a step moves `now_us`, never this."""
+        return self._sim.ticks_ms()
 
     def step(self, delta_us: int) -> None:
         self._skew += delta_us
