@@ -52,17 +52,23 @@ def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
     from device.recorder import Recorder
     from device.store import RecordStore
 
+    # The watchdog is fed after each step, and within the long ones (the store's listings and
+    # hashes, the salvage) per unit of progress: a big card's recovery can outlast its
+    # timeout, and a board that resets during every boot never records again.
     feed = hal.watchdog.feed if hal.watchdog is not None else None
     if feed:
         feed()
-    policies = PolicyStore(root, log)
+    policies = PolicyStore(root, log)  # verifies the stored policy's signature
     if unit_key:
         policies.commission(unit_key)
     if pre_event_s >= 0:
         policies.current["thresholds"]["pre_event_s"] = pre_event_s
+    if feed:
+        feed()
     if camera_buf is None:
         camera_buf = camera_buffer()
-    store = RecordStore(root, spare=spare, buf=camera_buf)  # one buffer for both
+    # One buffer for both; opening the store finds the chain head and finishes what a cut left.
+    store = RecordStore(root, spare=spare, buf=camera_buf, feed=feed)
     clock = ClockService(hal.clock, root)
     recorder = Recorder(hal, store, key, clock, policies, log, buf=camera_buf,
                         segment_ms=segment_ms, reset_cause=reset_cause)
@@ -70,6 +76,8 @@ def boot(hal, key, log, *, root: str, camera_buf=None, unit_key: bytes = b"",
     if feed:
         feed()
     recorder.recover()
+    if feed:
+        feed()
     return recorder
 
 

@@ -35,6 +35,13 @@ Every write goes through device/fs.py (no file is replaced by a rename), in this
 - a release: the receipt first, then the data, then the record; boot finishes a release a
   cut interrupted (on FAT also a short name like 000000~5.COS that the cut left).
 
+Boot on a big card (thousands of records, a segment of tens of MB to hash) can outlast the
+board's watchdog: the store feeds it (`feed`, given by device/app.py) once per unit of
+progress of its boot-time work and of `settle`: a directory entry examined (at most the
+first _FEED_ENTRIES of a listing: FatFs ends a directory at 65536 entries, so a longer
+listing is a damaged one going round, which the watchdog should end), a record or receipt
+slot read, a chunk hashed or copied. What the dock asks for (listings, releases) never feeds.
+
 A record's files are removed only by `release`; nothing else deletes a record. Files in rec/
 and the root that are not the store's own (including the stale entries a cut leaves in a
 FAT directory that was growing) are left alone, never listed as records, and named by
@@ -60,6 +67,7 @@ _SPARE_MIN = const(16384)
 _SPARE_BLOCKS = const(16)
 _ZEROS = bytes(512)
 _BUF = const(2048)
+_FEED_ENTRIES = const(65536)  # directory entries of a listing that feed the watchdog
 
 PART = "current.part"
 # What the store (and the board, for device.id) keeps in the root; everything else is foreign.
@@ -67,10 +75,15 @@ _ROOT_OWN = ("rec", "device.key", "device.id", "unit.pub", "policy.cose", "clock
              "receipts.0", "receipts.1", "recording", "spare")
 
 
-def _listing(path: str):
+def _listing(path: str, feed=None):
     """(name, is a directory) of each entry of a directory; the name is "" if it is not
-    UTF-8 (a FAT directory a cut caught while it grew holds stale bytes as entries)."""
+    UTF-8 (a FAT directory a cut caught while it grew holds stale bytes as entries).
+    `feed()` once per entry, for the first _FEED_ENTRIES."""
+    n = 0
     for entry in os.ilistdir(path.encode()):
+        if feed is not None and n < _FEED_ENTRIES:
+            n += 1
+            feed()
         try:
             name = entry[0].decode()  # type: ignore[attr-defined]  # bytes for a bytes path
         except UnicodeError:
@@ -110,11 +123,13 @@ def file_hash(path: str, buf, feed=None) -> tuple:
 
 
 class RecordStore:
-    def __init__(self, root: str, spare: int = 0, buf=None) -> None:
+    def __init__(self, root: str, spare: int = 0, buf=None, feed=None) -> None:
         """`buf`: a bytearray the store may read files through (the recorder's camera buffer:
         the store reads only at boot and while the camera loop is between segments, in that
-        loop's own task); None: one of its own."""
+        loop's own task); None: one of its own. `feed`: the board's watchdog feed, called
+        per unit of progress of boot and `settle` (see above); None: no watchdog."""
         self.root = root
+        self._feed = feed
         self.dir = root + "/rec"
         if not fs.exists(self.dir):
             fs.mkdir(self.dir)
@@ -136,8 +151,11 @@ class RecordStore:
 
     # -- boot ---------------------------------------------------------------------------------
     def _load_head(self) -> None:
-        seqs = self.pending()
+        feed = self._feed
+        seqs = self.pending(feed)
         while seqs:
+            if feed is not None:
+                feed()
             seq = seqs[-1]
             record = self.read_record(seq)
             if record:
@@ -148,12 +166,12 @@ class RecordStore:
             # it is closed); it was never complete, never listed, never signed for anyone.
             fs.remove(self.path(seq, ".cose"))
             seqs.pop()
-        for name, is_dir in _listing(self.dir):
+        for name, is_dir in _listing(self.dir, feed):
             # On FAT, a cut removal of such a file can leave its short name (000~63EC.COS).
             path = self.dir + "/" + name
             if name[-4:] == ".COS" and "~" in name and not is_dir and fs.size(path) == 0:
                 fs.remove(path)
-        last = self._last_receipt()[0]
+        last = self._last_receipt(feed)[0]
         if last is not None and last[2] > self.head_seq:
             self.head_seq, self.head_hash = last[2], last[3]
             self.head_fields = None
@@ -173,21 +191,22 @@ class RecordStore:
             return
         seq, size, sha = self.head_seq, f["size"], f["sha256"]
         bin_, dat = self.path(seq, ".bin"), self.path(seq, ".dat")
-        if fs.exists(bin_) and fs.size(dat) == size and file_hash(dat, self._buf)[0] == sha:
+        feed = self._feed
+        if fs.exists(bin_) and fs.size(dat) == size and file_hash(dat, self._buf, feed)[0] == sha:
             # A repair was cut after its first removal: this name's chain is already free.
             for path in self._strays(size) + [self.part_path, bin_]:
                 if fs.exists(path):
                     fs.remove(path)
             return
         if fs.size(self.part_path) == size and not fs.exists(bin_) and not fs.exists(dat):
-            if file_hash(self.part_path, self._buf)[0] == sha:
+            if file_hash(self.part_path, self._buf, feed)[0] == sha:
                 fs.rename(self.part_path, bin_)
             return
         if fs.size(bin_) != size:
             return
         twins = [p for p in [self.part_path] + self._strays(size)
-                 if fs.size(p) == size and file_hash(p, self._buf)[0] == sha]
-        if twins and file_hash(bin_, self._buf)[0] == sha:
+                 if fs.size(p) == size and file_hash(p, self._buf, feed)[0] == sha]
+        if twins and file_hash(bin_, self._buf, feed)[0] == sha:
             self._repair_twin(seq, twins)
 
     def _repair_twin(self, seq: int, twins) -> None:
@@ -201,6 +220,8 @@ class RecordStore:
                     if not n:
                         break
                     fs.write(out, mv[:n])
+                    if self._feed is not None:
+                        self._feed()
             finally:
                 out.close()
         fs.sync()
@@ -211,7 +232,8 @@ class RecordStore:
     def _finish_release(self) -> None:
         """A cut after a receipt was kept, before all of its record was freed: free the rest
         (on FAT, also a short name such as 000000~5.COS left by a removal the cut caught)."""
-        last = self._last_receipt()[0]
+        feed = self._feed
+        last = self._last_receipt(feed)[0]
         if last is None:
             return
         seq, digest = last[0], last[1]
@@ -220,7 +242,7 @@ class RecordStore:
                 self._free(seq)
         except OSError:
             pass
-        for name, is_dir in _listing(self.dir):
+        for name, is_dir in _listing(self.dir, feed):
             path = self.dir + "/" + name
             if name[-4:] == ".COS" and not is_dir and 0 < fs.size(path) <= 4096:
                 with open(path, "rb") as f:
@@ -256,10 +278,10 @@ class RecordStore:
         with open(self.path(seq, ".cose"), "rb") as f:
             return f.read()
 
-    def pending(self):
-        """Sequence numbers of records still on the device, ascending."""
+    def pending(self, feed=None):
+        """Sequence numbers of records still on the device, ascending (`feed()` per entry)."""
         out = []
-        for name, is_dir in _listing(self.dir):
+        for name, is_dir in _listing(self.dir, feed):
             seq = record_seq(name, ".cose")
             if seq and not is_dir:
                 out.append(seq)
@@ -280,7 +302,7 @@ class RecordStore:
     def _strays(self, size: int):
         """Files in rec/ that are not the store's own, of `size` bytes: on FAT, a name a cut
         left on a chain (see `settle`)."""
-        return [self.dir + "/" + n for n, is_dir in _listing(self.dir)
+        return [self.dir + "/" + n for n, is_dir in _listing(self.dir, self._feed)
                 if n and not is_dir and not _own_in_rec(n) and fs.size(self.dir + "/" + n) == size]
 
     def _data_path(self, seq: int) -> str:
@@ -328,15 +350,17 @@ class RecordStore:
             if fs.exists(self.path(seq, ext)):
                 fs.remove(self.path(seq, ext))
 
-    def _slots(self, i: int, tail: bool):
+    def _slots(self, i: int, tail: bool, feed=None):
         """(seq, hash, top seq, top hash, index, receipt) of each intact slot of receipts file
-        i, or only of the newest one with `tail`."""
+        i, or only of the newest one with `tail` (`feed()` per slot read)."""
         path = self._receipts[i]
         n = max(0, fs.size(path)) // _SLOT
         out = []
         if n:
             with open(path, "rb") as f:
                 for k in range(n - 1, -1, -1) if tail else range(n):
+                    if feed is not None:
+                        feed()
                     f.seek(k * _SLOT)
                     slot = f.read(_SLOT)
                     body = slot[8:84 + min(struct.unpack("<H", slot[2:4])[0], _RECEIPT_MAX)]
@@ -348,11 +372,11 @@ class RecordStore:
                         break
         return out
 
-    def _last_receipt(self):
+    def _last_receipt(self, feed=None):
         """(the newest intact slot or None, the file it is in or -1)."""
         best, where = None, -1
         for i in (0, 1):
-            for slot in self._slots(i, True):
+            for slot in self._slots(i, True, feed):
                 if best is None or slot[4] >= best[4]:
                     best, where = slot, i
         return best, where

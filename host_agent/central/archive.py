@@ -296,8 +296,9 @@ class CentralArchive:
     def custody(self, *, what: str | None = None, subject: str | None = None,
                 since_id: int = 0) -> list[dict[str, Any]]:
         """The central's register rows (id > since_id), then — unless `since_id` asks for rows
-        after one of them — the docks' rows of the shared kinds, each with its "origin" and
-        an id "<vault id>.<index in its dock's log>"."""
+        after one of them — the docks' rows of the shared kinds in time order (a recorder
+        issued at one dock is returned at another), each with its "origin", its "log" index
+        there, and an id "<vault id>.<that index>"."""
         sql = "SELECT id, what, at, actor, subject, fields FROM register WHERE id > %s"
         args: list[object] = [since_id]
         if what is not None:
@@ -309,14 +310,16 @@ class CentralArchive:
                      sql + " ORDER BY id", args)]  # type: ignore[arg-type]
         if since_id or (what is not None and what not in SHARED_KINDS):
             return rows
+        theirs = []
         for origin, idx, doc in self._mirrored("custody"):
             if doc.get("what") not in SHARED_KINDS or what not in (None, doc.get("what")) or (
                     subject not in (None, doc.get("subject"))):
                 continue
-            rows.append({"id": dock_row_id(origin, idx), "what": doc["what"], "at": doc["at"],
-                         "actor": doc["actor"], "subject": doc["subject"],
-                         "fields": json.loads(str(doc["fields"])), "origin": origin})
-        return rows
+            theirs.append({"id": dock_row_id(origin, idx), "what": doc["what"],
+                           "at": doc["at"], "actor": doc["actor"], "subject": doc["subject"],
+                           "fields": json.loads(str(doc["fields"])), "origin": origin,
+                           "log": idx})
+        return rows + sorted(theirs, key=lambda r: (str(r["at"]), r["origin"], r["log"]))
 
     def append_custody(self, what: str, actor: str, subject: str,
                        fields: dict[str, Any]) -> tuple[int, int]:

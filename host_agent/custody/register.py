@@ -256,8 +256,10 @@ class Register:
         self.vault.append_custody("evidence", by, f"record/{ref}", {"case": case})
 
     def entries(self) -> list[dict[str, Any]]:
-        """The whole register, oldest first, each with its log index."""
+        """The whole register, oldest first, each with its log index (a dock's row read at
+        the centre: its index in that dock's log)."""
         rows = self.vault.custody()
         for row in rows:
-            row["log"] = self.vault.log_index(f"custody/{row['id']}")
+            if "log" not in row:
+                row["log"] = self.vault.log_index(f"custody/{row['id']}")
         return rows

@@ -154,8 +154,15 @@ def test_a_court_package_from_the_centre_holds_both_docks_evidence(office: Offic
     assert [r["what"] for r in own] == ["person", "person", "request", "refusal", "refusal",
                                         "decision", "begun", "access"]
     assert all(isinstance(r["log"], int) for r in own)
-    # and what the docks registered about the evidence is read beside it
-    assert {r["what"] for r in rows if "origin" in r} == {"classify", "hall"}
+    # and what the docks registered about the evidence is read beside it, at its dock's index
+    theirs = [r for r in rows if "origin" in r]
+    assert {r["what"] for r in theirs} == {"classify", "hall"}
+    assert {r["log"] for r in theirs if r["origin"] == office.b.vault.origin} == {
+        office.b.vault.log_index(f"custody/{r['id']}") for r in office.b.vault.custody()}
+    # looking is not writing: a listing adds nothing to the central's log
+    size = office.tier.sql("SELECT count(*) FROM central_log")[0][0]
+    ok("custody", "register", c, "--json")
+    assert office.tier.sql("SELECT count(*) FROM central_log")[0][0] == size
     # a changed byte anywhere in the package is named
     seg = next((pkg / "segments").iterdir())
     seg.write_bytes(seg.read_bytes()[:-1] + b"\0")
