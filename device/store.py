@@ -39,8 +39,8 @@ Boot on a big card (thousands of records, a segment of tens of MB to hash) can o
 board's watchdog: the store feeds it (`feed`, given by device/app.py) once per unit of
 progress of its boot-time work and of `settle`: a directory entry examined (at most the
 first _FEED_ENTRIES of a listing: FatFs ends a directory at 65536 entries, so a longer
-listing is a damaged one going round, which the watchdog should end), a record or receipt
-slot read, a chunk hashed or copied. What the dock asks for (listings, releases) never feeds.
+listing is a damaged one going round, which the watchdog should end), a record read, a
+chunk hashed or copied. What the dock asks for (listings, releases) never feeds.
 
 A record's files are removed only by `release`; nothing else deletes a record. Files in rec/
 and the root that are not the store's own (including the stale entries a cut leaves in a
@@ -171,7 +171,7 @@ class RecordStore:
             path = self.dir + "/" + name
             if name[-4:] == ".COS" and "~" in name and not is_dir and fs.size(path) == 0:
                 fs.remove(path)
-        last = self._last_receipt(feed)[0]
+        last = self._last_receipt()[0]
         if last is not None and last[2] > self.head_seq:
             self.head_seq, self.head_hash = last[2], last[3]
             self.head_fields = None
@@ -232,8 +232,7 @@ class RecordStore:
     def _finish_release(self) -> None:
         """A cut after a receipt was kept, before all of its record was freed: free the rest
         (on FAT, also a short name such as 000000~5.COS left by a removal the cut caught)."""
-        feed = self._feed
-        last = self._last_receipt(feed)[0]
+        last = self._last_receipt()[0]
         if last is None:
             return
         seq, digest = last[0], last[1]
@@ -242,7 +241,7 @@ class RecordStore:
                 self._free(seq)
         except OSError:
             pass
-        for name, is_dir in _listing(self.dir, feed):
+        for name, is_dir in _listing(self.dir, self._feed):
             path = self.dir + "/" + name
             if name[-4:] == ".COS" and not is_dir and 0 < fs.size(path) <= 4096:
                 with open(path, "rb") as f:
@@ -350,17 +349,15 @@ class RecordStore:
             if fs.exists(self.path(seq, ext)):
                 fs.remove(self.path(seq, ext))
 
-    def _slots(self, i: int, tail: bool, feed=None):
+    def _slots(self, i: int, tail: bool):
         """(seq, hash, top seq, top hash, index, receipt) of each intact slot of receipts file
-        i, or only of the newest one with `tail` (`feed()` per slot read)."""
+        i, or only of the newest one with `tail`."""
         path = self._receipts[i]
         n = max(0, fs.size(path)) // _SLOT
         out = []
         if n:
             with open(path, "rb") as f:
                 for k in range(n - 1, -1, -1) if tail else range(n):
-                    if feed is not None:
-                        feed()
                     f.seek(k * _SLOT)
                     slot = f.read(_SLOT)
                     body = slot[8:84 + min(struct.unpack("<H", slot[2:4])[0], _RECEIPT_MAX)]
@@ -372,11 +369,11 @@ class RecordStore:
                         break
         return out
 
-    def _last_receipt(self, feed=None):
+    def _last_receipt(self):
         """(the newest intact slot or None, the file it is in or -1)."""
         best, where = None, -1
         for i in (0, 1):
-            for slot in self._slots(i, True, feed):
+            for slot in self._slots(i, True):
                 if best is None or slot[4] >= best[4]:
                     best, where = slot, i
         return best, where

@@ -137,17 +137,17 @@ def cmd_vault_timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_vault_case(args: argparse.Namespace) -> int:
+    from host_agent.cli.custody_commands import open_archive
     from host_agent.custody import CustodyError
     from host_agent.custody.case import view
+    from host_agent.keys import KeyFileError
+    from host_agent.settings import SettingsError
 
-    vault = _existing_vault(args.dir, "vault case")
-    if vault is None:
-        return 2
-    with vault:
-        try:
-            out = view(vault, args.case, by=args.by)
-        except (CustodyError, VaultError, OSError) as exc:
-            return fail("vault case", exc)
+    try:
+        with open_archive(args.dir) as archive:
+            out = view(archive, args.case, by=args.by)
+    except (CustodyError, VaultError, KeyFileError, SettingsError, OSError) as exc:
+        return fail("vault case", exc)
     if args.json:
         print(json.dumps(out, indent=2, default=json_default, ensure_ascii=False))
         return 0
@@ -198,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.set_defaults(func=cmd_vault_timeline)
     v = vsub.add_parser("case", help="everything about a case: phases, segments, events, gaps,"
                                      " hall footage, accesses (registered)")
-    v.add_argument("dir")
+    v.add_argument("dir", metavar="VAULT|central.toml")
     v.add_argument("case")
     v.add_argument("--by", required=True, help="who looks (a registered person, cleared for"
                                                 " the case's class)")

@@ -139,6 +139,14 @@ def test_a_court_package_from_the_centre_holds_both_docks_evidence(office: Offic
     assert "not registered as an approver" in refused("custody", "approve", c, rid, "--by",
                                                       "Zhao")
     ok("custody", "approve", c, rid, "--by", "Wang")
+    # the case as the centre sees it: dock B's class, dock A's hall footage; looking is registered
+    seen = json.loads(ok("vault", "case", c, "CASE-REC-3", "--by", "Wang", "--json"))
+    assert seen["class"] == "state_secret" and seen["records"] == len(
+        office.b.vault.records("REC-3"))
+    assert "cleared for commercial_secret" in refused("vault", "case", c, "CASE-REC-3", "--by",
+                                                      "Li")
+    hall_a = json.loads(ok("vault", "case", c, "CASE-REC-1", "--by", "Li", "--json"))["hall"]
+    assert len(hall_a) == 1 and hall_a[0]["device_signed"] is False
     pkg = tmp_path / "pkg"
     made = json.loads(ok("custody", "export", c, rid, "--out", str(pkg), "--by", "clerk",
                          "--json"))
@@ -152,7 +160,8 @@ def test_a_court_package_from_the_centre_holds_both_docks_evidence(office: Offic
     rows = json.loads(ok("custody", "register", c, "--json"))
     own = [r for r in rows if "origin" not in r]
     assert [r["what"] for r in own] == ["person", "person", "request", "refusal", "refusal",
-                                        "decision", "begun", "access"]
+                                        "decision", "access", "refusal", "access", "begun",
+                                        "access"]
     assert all(isinstance(r["log"], int) for r in own)
     # and what the docks registered about the evidence is read beside it, at its dock's index
     theirs = [r for r in rows if "origin" in r]
