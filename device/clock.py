@@ -35,7 +35,7 @@ class ClockService:
         """What the clock says: for the signed timestamps, never for a length."""
         return self._clock.now_us()
 
-    def ticks_ms(self) -> int:
+    def ticks_ms(self):
         """The monotonic tick (time.ticks_diff to compare): for lengths and timeouts."""
         return self._clock.ticks_ms()
 

@@ -120,3 +120,30 @@ def append_only(db: psycopg.Connection[Any], tables: tuple[str, ...]) -> None:
         if exists is None:
             db.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON"  # type: ignore[arg-type]
                        f" {table} FOR EACH ROW EXECUTE FUNCTION bodycam_append_only()")
+
+
+def overview(dsn: str, refusals: int = 10) -> dict[str, Any]:
+    """What a person at the centre looks at: each dock log (how much of it the central holds,
+    its records, the last cosigned size, whether it is flagged and why) and the latest
+    refusals."""
+    with connect(dsn) as db:
+        counts = dict(db.execute("SELECT origin, count(*) FROM records GROUP BY origin"
+                                 ).fetchall())
+        logs = []
+        for origin, dock_id, size, cosigned, flagged, updated in db.execute(
+                "SELECT origin, dock_id, size, cosigned, flagged, updated FROM logs"
+                " ORDER BY dock_id, origin"):
+            lines = (cosigned or "").split("\n")
+            logs.append({"origin": origin, "dock": dock_id, "entries": int(size),
+                         "records": int(counts.get(origin, 0)),
+                         "cosigned": int(lines[1]) if len(lines) > 1 and lines[1].isdigit()
+                         else None, "flagged": flagged, "updated": updated.isoformat()})
+        latest = [{"at": at.isoformat(), "origin": origin, "dock": dock, "reason": reason}
+                  for at, origin, dock, reason in db.execute(
+                      "SELECT at, origin, dock_id, reason FROM refusals ORDER BY id DESC"
+                      " LIMIT %s", (refusals,))]
+        total = db.execute("SELECT count(*) FROM refusals").fetchone()
+    return {"logs": logs, "flagged": sum(1 for g in logs if g["flagged"]),
+            "records": sum(counts.values()), "refusals": int(total[0]) if total else 0,
+            "latest_refusals": latest}
+

@@ -15,6 +15,7 @@
     bodycam status [--config dock.toml]   its slots: recorder, state, progress, readiness
     bodycam forward --config dock.toml    the vault forwarded to the central tier, once
     bodycam central serve --config FILE   the central: PostgreSQL + S3 Object Lock, cosigning
+    bodycam central status                each dock log at the centre: flags, refusals
     bodycam central clear|rebind ORIGIN   a person lets a flagged log go on, or binds a moved
                                           vault's log to its new dock's key
 

@@ -122,6 +122,33 @@ def cmd_rebind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from host_agent.central import index
+    from host_agent.central.archive import one_line
+    from host_agent.central.config import load
+
+    try:
+        cfg = load(args.config)
+        seen = index.overview(cfg.database)
+    except SettingsError as exc:
+        return fail("central status", exc)
+    except Exception as exc:  # noqa: BLE001 - psycopg's errors: one line, no traceback
+        return fail("central status", SettingsError(f"{args.config}: the database:"
+                                                     f" {one_line(exc)}"))
+    if args.json:
+        print(json.dumps(seen, indent=2))
+        return 1 if seen["flagged"] else 0
+    for g in seen["logs"]:
+        state = f"FLAGGED: {g['flagged']}" if g["flagged"] else "forwarding"
+        print(f"{g['dock']:<16} {g['origin']:<50} {g['entries']:>8} entries"
+              f" {g['records']:>8} records  cosigned {g['cosigned']}  {state}")
+    print(f"{len(seen['logs'])} dock log(s), {seen['records']} records, {seen['flagged']}"
+          f" flagged, {seen['refusals']} refusals registered")
+    for r in seen["latest_refusals"]:
+        print(f"  refused {r['at']} {r['dock'] or '?'}: {r['reason']}")
+    return 1 if seen["flagged"] else 0
+
+
 def cmd_forward(args: argparse.Namespace) -> int:
     from host_agent.central.forward import ForwardError
     from host_agent.central.objects import StoreError
@@ -153,6 +180,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = csub.add_parser("serve", help="serve docks' forwarding")
     c.add_argument("--config", required=True, metavar="central.toml")
     c.set_defaults(func=cmd_serve)
+    c = csub.add_parser("status", help="each dock log at the centre, flags, refusals (exit 1"
+                                       " while a log is flagged)")
+    c.add_argument("--config", required=True, metavar="central.toml")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_status)
     c = csub.add_parser("clear", help="let a flagged dock log forward again (a person looked)")
     c.add_argument("origin")
     c.add_argument("--config", required=True, metavar="central.toml")

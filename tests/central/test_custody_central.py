@@ -26,7 +26,7 @@ from host_agent.central import cosign
 from host_agent.central.archive import CentralArchive
 from host_agent.custody import hall, report, times
 from host_agent.custody.register import Register
-from host_agent.keys import load_key, new_key
+from host_agent.keys import load_key
 from tests.central.tier import Tier
 from tests.custody_world import World
 
@@ -60,25 +60,8 @@ class Office:
             world.checkpoint()
             self.tier.forwarder(world).run()
         # the central's key, certified by the unit, in a central.toml the office uses
-        conf = base / "central"
-        public = new_key(conf / "central.key")
-        (conf / "central.cert").write_bytes(self.a.unit.certify_dock("central", public))
-        (conf / "unit.pub").write_text(self.a.unit.public.hex() + "\n")
-        (conf / "s3.secret").write_text(ceph.secret_key)
-        self.config = conf / "central.toml"
-        self.config.write_text(f"""
-[central]
-database = "{self.tier.dsn}"
-unit_key = "unit.pub"
-key = "central.key"
-cert = "central.cert"
-name = "central.test/office"
-[store]
-endpoint = "{ceph.endpoint_url}"
-bucket = "{self.tier.bucket}"
-access_key = "{ceph.access_key}"
-secret_key_file = "s3.secret"
-""")
+        self.config = self.tier.config(ceph, self.a.unit, base / "central")
+        conf = self.config.parent
         self.unit_pub = conf / "unit.pub"
         self.signer = cosign.KeyCosigner("central.test/office", load_key(conf / "central.key"),
                                          (conf / "central.cert").read_bytes())

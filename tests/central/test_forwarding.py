@@ -5,8 +5,11 @@ rolled back or whose log forked. Every hostile move is played by a dock or a str
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -68,7 +71,7 @@ def test_two_docks_forward_everything_once_locked_and_cosigned(tier: Tier,
 
 
 def test_a_rolled_back_vault_is_flagged_and_stopped(tier: Tier, docks: tuple[World, World],
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, ceph: Any) -> None:
     a, _ = docks
     a.vault.close()
     shutil.copytree(a.base / "vault", tmp_path / "old-copy")
@@ -90,6 +93,15 @@ def test_a_rolled_back_vault_is_flagged_and_stopped(tier: Tier, docks: tuple[Wor
         tier.forwarder(a).run()
     reasons = [r[0] for r in tier.sql("SELECT reason FROM refusals ORDER BY id")]
     assert any("shrank" in r for r in reasons)
+    # the person at the centre sees it: `central status` names the log and exits 1
+    config = tier.config(ceph, a.unit, tmp_path / "central")
+    seen = subprocess.run([sys.executable, "-m", "host_agent.cli", "central", "status",
+                           "--config", str(config), "--json"], capture_output=True, text=True,
+                          timeout=60)
+    assert seen.returncode == 1, seen.stderr
+    (log,) = json.loads(seen.stdout)["logs"]
+    assert log["origin"] == a.vault.origin and "shrank" in log["flagged"]
+    assert log["cosigned"] == log["entries"] > 0
 
 
 def test_a_forged_record_and_a_missing_object_are_refused(tier: Tier,

@@ -17,7 +17,7 @@ import pytest
 from host_agent.central import cosign
 from host_agent.central.forward import Forwarder, ForwardError
 from host_agent.central.service import RebindError
-from host_agent.keys import DAY_US, DockIdentity, new_key, time_us
+from host_agent.keys import DAY_US, DockIdentity, time_us
 from host_agent.lab.unit import lab_unit
 from protocol import authority
 from tests.central.tier import Tier
@@ -103,19 +103,6 @@ def test_a_flagged_log_stays_flagged_until_cleared(tier: Tier, docks: tuple[Worl
 
 # -- the command -----------------------------------------------------------------------------
 
-def central_toml(tier: Tier, ceph: Any, world: World, base: Path) -> Path:
-    """A central.toml for the tier's database and bucket (its own cosigning key)."""
-    new_key(base / "central.key")
-    (base / "s3.secret").write_text(ceph.secret_key + "\n")
-    (base / "unit.pub").write_text(world.unit.public.hex() + "\n")
-    path = base / "central.toml"
-    path.write_text(f'[central]\ndatabase = "{tier.dsn}"\nunit_key = "unit.pub"\n'
-                    f'key = "central.key"\n[store]\nendpoint = "{ceph.endpoint_url}"\n'
-                    f'bucket = "{tier.bucket}"\naccess_key = "{ceph.access_key}"\n'
-                    'secret_key_file = "s3.secret"\n')
-    return path
-
-
 def rebind(config: Path, origin: str, cert: Path, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "host_agent.cli", "central", "rebind", origin, "--config",
@@ -127,7 +114,7 @@ def test_the_command_rebinds_and_refuses_in_one_line(tier: Tier, docks: tuple[Wo
                                                      ceph: Any, tmp_path: Path) -> None:
     a, _ = docks
     tier.forwarder(a).run()
-    config = central_toml(tier, ceph, a, tmp_path / "central")
+    config = tier.config(ceph, a.unit, tmp_path / "central")
     lab_unit(tmp_path / "other-unit", "dock-x")  # a dock of another unit
     bad = rebind(config, a.vault.origin, tmp_path / "other-unit" / "dock-x" / "dock.cert")
     assert bad.returncode == 2 and bad.stdout == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,6 +20,7 @@ from host_agent.central import http, index
 from host_agent.central.forward import Forwarder
 from host_agent.central.objects import Objects
 from host_agent.central.service import Central
+from host_agent.keys import UnitKey, new_key
 from tests.custody_world import World
 
 
@@ -53,6 +55,23 @@ class Tier:
 
     def forwarder(self, world: World, tls: ssl.SSLContext | None = None) -> Forwarder:
         return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7, tls=tls)
+
+    def config(self, ceph: Any, unit: UnitKey, base: Path) -> Path:
+        """base/central.toml for this tier's database and bucket, as the office and the
+        operators use it: its own key (central.key), certified by the unit (central.cert)."""
+        base.mkdir(parents=True, exist_ok=True)
+        public = new_key(base / "central.key")
+        (base / "central.cert").write_bytes(unit.certify_dock("central", public))
+        (base / "s3.secret").write_text(ceph.secret_key + "\n")
+        (base / "unit.pub").write_text(unit.public.hex() + "\n")
+        path = base / "central.toml"
+        path.write_text(f'[central]\ndatabase = "{self.dsn}"\nunit_key = "unit.pub"\n'
+                        'key = "central.key"\ncert = "central.cert"\n'
+                        'name = "central.test/office"\n'
+                        f'[store]\nendpoint = "{ceph.endpoint_url}"\n'
+                        f'bucket = "{self.bucket}"\naccess_key = "{ceph.access_key}"\n'
+                        'secret_key_file = "s3.secret"\n')
+        return path
 
     def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as db:

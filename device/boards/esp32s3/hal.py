@@ -91,7 +91,7 @@ class RtcClock:
         y, mo, d, _wd, h, mi, s, us = self._rtc.datetime()
         return ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000000) + us
 
-    def ticks_ms(self) -> int:
+    def ticks_ms(self):
         return time.ticks_ms()  # esp_timer: monotonic since boot, apart from the RTC
 
     def step(self, delta_us: int) -> None:

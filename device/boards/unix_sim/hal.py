@@ -46,7 +46,7 @@ class SimTime:
     def now_us(self) -> int:
         return self._sim0 + (_wall_us() - self._real0) * self.rate
 
-    def ticks_ms(self) -> int:
+    def ticks_ms(self):
         """A tick in the port's ticks_ms range that runs with simulated time and never goes
         back (a host clock stepped back holds it; the port's ticks_ms cannot follow `rate`)."""
         ms = self.now_us() // 1000
@@ -78,7 +78,7 @@ class SimClock:
         real = self._sim.now_us()
         return real + self._skew + (real - self._origin) * self._drift_ppm // 1000000
 
-    def ticks_ms(self) -> int:
+    def ticks_ms(self):
         """Simulated time's monotonic tick: a step moves `now_us`, never this."""
         return self._sim.ticks_ms()
 
