@@ -160,7 +160,7 @@ class RecordStore:
             record = self.read_record(seq)
             if record:
                 self.head_seq, self.head_hash = seq, record_hash(record)
-                self.head_fields = self.fields(seq)
+                self.head_fields = self.fields(seq, record)  # no second lookup on the card
                 break
             # Empty: a cut while it was written (FAT and littlefs give a file its content when
             # it is closed); it was never complete, never listed, never signed for anyone.
@@ -265,11 +265,11 @@ class RecordStore:
         if part_path:
             fs.rename(part_path, self.path(seq, ".bin"))
 
-    def fields(self, seq: int):
-        """The decoded payload of record `seq`, or None (released, or damaged: the dock will
-        say so)."""
+    def fields(self, seq: int, record=b""):
+        """The decoded payload of record `seq` (whose bytes are `record`, if already read), or
+        None (released, or damaged: the dock will say so)."""
         try:
-            return manifest.decode(cose.parse_sign1(self.read_record(seq)).payload)
+            return manifest.decode(cose.parse_sign1(record or self.read_record(seq)).payload)
         except (OSError, ValueError):
             return None
 

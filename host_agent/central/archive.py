@@ -41,7 +41,7 @@ import psycopg
 
 from host_agent.central import cosign, index
 from host_agent.central.objects import Objects, StoreError
-from host_agent.custody.archive import SHARED_KINDS
+from host_agent.custody.archive import SHARED_KINDS, row_problem
 from host_agent.vault import checkpoint as notes
 from host_agent.vault import log, schema
 from host_agent.vault.errors import VaultError
@@ -174,7 +174,7 @@ class CentralArchive:
                     "SELECT origin, idx, kind, entry FROM log_entries WHERE kind IN"
                     " ('custody', 'docking', 'dock') ORDER BY origin, idx"):
                 doc = cbor.decode(bytes(entry))
-                if isinstance(doc, dict):
+                if isinstance(doc, dict) and mirrored_problem(doc) is None:
                     found[k].append((str(origin), int(idx), doc))
             self._mirror = (size, found)
         return self._mirror[1][kind]
@@ -426,6 +426,29 @@ class CentralArchive:
             db.execute("INSERT INTO central_checkpoints(size, root, note) VALUES (%s, %s, %s)",
                        (len(leaves), roots[len(leaves)], note.decode()))
         return note
+
+
+def mirrored_problem(doc: dict[str, Any]) -> str | None:
+    """What is wrong with a dock's entry the records office at the centre reads (a register
+    row, a docking report, a dock key); None for the other kinds, which the service checks
+    where it takes them. The service refuses (and flags) an entry with a problem; reading
+    skips one taken before this check existed."""
+    kind = doc.get("kind")
+    if kind == "custody":
+        return row_problem(doc)
+    if kind == "docking":
+        try:
+            report = json.loads(str(doc.get("report")))
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or not isinstance(doc.get("at"), str):
+            return "a docking entry without its time and report (a JSON object)"
+    if kind == "dock" and not (isinstance(doc.get("name"), str)
+                               and isinstance(doc.get("public_key"), bytes)
+                               and len(doc["public_key"]) == 32
+                               and isinstance(doc.get("cert"), bytes | None)):
+        return "a dock entry without its name, key and certificate"
+    return None
 
 
 def one_line(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 
 from host_agent.central import cosign, index, wire
+from host_agent.central.archive import mirrored_problem
 from host_agent.central.objects import Objects
 from host_agent.vault import checkpoint as notes
 from host_agent.vault import evidence, log
@@ -266,6 +267,9 @@ class Central:
         if not isinstance(doc, dict):
             raise Refused(f"entry {idx} is not a map")
         kind = doc.get("kind")
+        problem = mirrored_problem(doc)
+        if problem:
+            raise Refused(f"entry {idx}: {problem}", flag=True)
         if kind == "enrolment":
             self._enrol(db, origin, idx, doc)
         elif kind == "record":

@@ -23,11 +23,56 @@ Where the rows come from:
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
 # register kinds a dock's rows contribute to the central's register (see the docstring)
 SHARED_KINDS = ("classify", "hold", "evidence", "hall", "recorder")
+KINDS = SHARED_KINDS + ("person", "request", "decision", "begun", "access", "refusal",
+                        "retention")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def row_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a register row as another machine sends it (a dock's log entry
+    at the centre), before anything relies on it; None if it is one this code wrote. The
+    rows others rely on (SHARED_KINDS) are checked field by field."""
+    from host_agent.custody.recorders import EVENTS
+    from host_agent.custody.register import CLASSES
+
+    if not all(isinstance(row.get(k), str) for k in ("what", "at", "actor", "subject")):
+        return "a register row names what, when, who and its subject as text"
+    what, subject = row["what"], row["subject"]
+    if what not in KINDS:
+        return f"a register row of unknown kind {what!r}"
+    try:
+        f = json.loads(str(row.get("fields")))
+    except ValueError:
+        return f"the fields of a {what} row are not JSON"
+    if not isinstance(f, dict):
+        return f"the fields of a {what} row are not an object"
+    about_record_or_case = subject.startswith(("case/", "record/"))
+    if what == "classify" and (f.get("class") not in CLASSES or not about_record_or_case):
+        return f"a classification of {subject!r} as {f.get('class')!r}"
+    if what == "hold" and (not isinstance(f.get("on"), bool) or not about_record_or_case):
+        return f"a hold on {subject!r} that is neither on nor off"
+    if what == "evidence" and (not isinstance(f.get("case"), str)
+                               or not subject.startswith("record/")):
+        return f"an evidence mark of {subject!r} in no case"
+    if what == "hall" and not (subject.startswith("case/")
+                               and _HEX64.fullmatch(str(f.get("object")))
+                               and isinstance(f.get("size"), int)
+                               and isinstance(f.get("statement"), str)):
+        return "hall footage that does not name its object, size and attestation"
+    if what == "recorder" and (f.get("event") not in EVENTS
+                               or not subject.startswith("device/")
+                               or (f["event"] == "issue" and not isinstance(f.get("officer"), str))
+                               or (f["event"] == "maintenance"
+                                   and not isinstance(f.get("in_service"), bool))):
+        return f"a recorder custody row of event {f.get('event')!r} is not one this code writes"
+    return None
 
 
 class Archive(Protocol):

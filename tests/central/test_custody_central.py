@@ -221,3 +221,27 @@ def test_dock_only_acts_are_refused_at_the_centre(office: Office, tmp_path: Path
                                                      f"dbname=none_{uuid.uuid4().hex[:6]}"
                                                      " host=127.0.0.1 port=1"))
     assert "cannot use the database" in refused("custody", "register", str(bad))
+
+
+@pytest.mark.parametrize("what,subject,fields", [
+    ("classify", "case/CASE-REC-1", {"class": "top-top-secret"}),  # a class nobody knows
+    ("recorder", "device/REC-1", {"event": "issue"}),  # issued to no one
+    ("hall", "case/CASE-REC-1", {"object": "../../etc/passwd", "size": 1, "statement": ""}),
+])
+def test_a_register_row_a_dock_made_up_is_refused_and_the_office_goes_on(
+        office: Office, what: str, subject: str, fields: dict[str, Any]) -> None:
+    """A dock's operator writes a row into the vault's register by hand (SQL-free: through
+    the vault's own append, which any code on the dock can call): the central refuses it,
+    flags the dock, and the records office at the centre works on undisturbed."""
+    from host_agent.central.forward import ForwardError
+
+    office.a.vault.append_custody(what, "mallory", subject, fields)
+    with pytest.raises(ForwardError, match="flagged|register row|classification|recorder|hall"):
+        office.tier.forwarder(office.a).run()
+    flagged = office.tier.sql("SELECT flagged FROM logs WHERE origin = %s",
+                              office.a.vault.origin)[0][0]
+    assert flagged and "entry" in flagged
+    rows = json.loads(ok("custody", "register", str(office.config), "--json"))
+    assert not any(r.get("actor") == "mallory" for r in rows)
+    assert json.loads(ok("custody", "report", str(office.config), "--as-of", AS_OF,
+                         "--json"))["findings"]

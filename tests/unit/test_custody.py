@@ -21,9 +21,11 @@ from host_agent.custody import (
     retention,
     times,
 )
+from host_agent.custody.archive import row_problem
 from host_agent.custody.export import export, hand_out
 from host_agent.custody.recorders import Recorders
 from host_agent.vault import Vault
+from protocol import cbor
 from tests.custody_world import CASE, World
 
 DAY_US = 86_400_000_000
@@ -44,6 +46,10 @@ def world(tmp_path: Path) -> Iterator[World]:
     reg.add_person("Clerk", id_no="C-1", roles=["custodian"], clearance="personal_privacy",
                    by="desk")
     yield w
+    # every row these flows wrote is one the central takes from a forwarding dock
+    for (entry,) in w.vault.db.execute("SELECT entry FROM log WHERE kind = 'custody'"):
+        doc = cbor.decode(bytes(entry))
+        assert row_problem(doc) is None, doc
     w.close()
 
 
