@@ -83,8 +83,6 @@ CREATE TABLE IF NOT EXISTS central_signers (
     cert bytea,
     at text NOT NULL
 );
-CREATE INDEX IF NOT EXISTS log_entries_mirrored ON log_entries(kind)
-    WHERE kind IN ('custody', 'docking', 'dock');
 """
 APPEND_ONLY = ("register", "central_log", "central_checkpoints", "central_signers",
                "central_meta")

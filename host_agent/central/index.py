@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS log_entries (
     entry bytea NOT NULL,
     PRIMARY KEY (origin, idx)
 );
+-- what the records office at the centre reads of the docks' logs (host_agent/central/archive.py)
+CREATE INDEX IF NOT EXISTS log_entries_mirrored ON log_entries(kind)
+    WHERE kind IN ('custody', 'docking', 'dock');
 CREATE TABLE IF NOT EXISTS devices (
     device_id text PRIMARY KEY,
     public_key bytea NOT NULL UNIQUE,

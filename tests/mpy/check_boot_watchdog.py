@@ -41,7 +41,7 @@ PART = 16 * 1024 * 1024  # the segment whose seal the cut interrupted
 LATENCY_US = 200  # per block-device call (a command on the SD bus)
 NS_PER_BYTE = 50  # 20 MB/s
 TIMEOUT_MS = 1000  # the watchdog's timeout, in the card's simulated time
-MAX_OPS = 300  # block operations between two feeds at most
+MAX_OPS = 4000  # block operations between two feeds at most (see above)
 
 
 class SdCard(cp.RamDisk):
