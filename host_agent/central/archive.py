@@ -31,6 +31,7 @@ people, requests and acts are theirs and are not read here.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import uuid
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ import psycopg
 
 from host_agent.central import cosign, index
 from host_agent.central.objects import Objects, StoreError
-from host_agent.custody.archive import SHARED_KINDS, row_problem
+from host_agent.custody.archive import SHARED_KINDS, docking_problem, row_problem
 from host_agent.vault import checkpoint as notes
 from host_agent.vault import log, schema
 from host_agent.vault.errors import VaultError
@@ -284,7 +285,8 @@ class CentralArchive:
                       | {"origin": origin} for origin, _, doc in self._mirrored("dock")]
 
     def has_object(self, sha256: bytes) -> bool:
-        return self.objects.head(sha256) is not None
+        """Whether the store holds a version of the object (a delete marker hides none)."""
+        return self.objects.has_version(sha256)
 
     def copy_object(self, sha256: bytes, dest: Path) -> None:
         self.objects.fetch(sha256, dest)
@@ -317,7 +319,10 @@ class CentralArchive:
                            "at": doc["at"], "actor": doc["actor"], "subject": doc["subject"],
                            "fields": json.loads(str(doc["fields"])), "origin": origin,
                            "log": idx})
-        return rows + sorted(theirs, key=lambda r: (str(r["at"]), r["origin"], r["log"]))
+        by_dock: dict[str, list[dict[str, Any]]] = {}
+        for row in theirs:  # each dock's rows in its log's order, the docks merged by time
+            by_dock.setdefault(str(row["origin"]), []).append(row)
+        return rows + list(heapq.merge(*by_dock.values(), key=lambda r: str(r["at"])))
 
     def append_custody(self, what: str, actor: str, subject: str,
                        fields: dict[str, Any]) -> tuple[int, int]:
@@ -438,9 +443,11 @@ def mirrored_problem(doc: dict[str, Any]) -> str | None:
         try:
             report = json.loads(str(doc.get("report")))
         except ValueError:
-            report = None
-        if not isinstance(report, dict) or not isinstance(doc.get("at"), str):
-            return "a docking entry without its time and report (a JSON object)"
+            return "a docking entry whose report is not JSON"
+        if not isinstance(doc.get("at"), str) or not isinstance(doc.get("device_id"),
+                                                                str | None):
+            return "a docking entry without its time and recorder"
+        return docking_problem(report)
     if kind == "dock" and not (isinstance(doc.get("name"), str)
                                and isinstance(doc.get("public_key"), bytes)
                                and len(doc["public_key"]) == 32

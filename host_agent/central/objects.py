@@ -110,19 +110,37 @@ class Objects:
             return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
         return None
 
+    def _versions(self, key: str) -> list[str]:
+        """Every version id of `key`, newest first (all pages of the listing)."""
+        out: list[str] = []
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=key)
+        for page in pages:
+            out += [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
+        return out
+
+    def has_version(self, sha256: bytes) -> bool:
+        """Whether any version of the object is in the store (a delete marker over the
+        locked version hides it from a plain HEAD, not from this)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self.head(sha256) is not None:
+            return True
+        try:
+            return bool(self._versions(self.key(sha256)))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot list {self.key(sha256)}: {exc}") from None
+
     def fetch(self, sha256: bytes, dest: Path) -> None:
-        """The object's bytes into the new file `dest`, checked against its name. Should the
-        newest version not hash to it (someone with write access put other bytes over the
-        locked evidence), the older versions are tried: the locked one is still there."""
+        """The object's bytes into the new file `dest`, checked against its name: its versions
+        newest first until one hashes to it. Someone with write access may have put other
+        bytes, or a delete marker, over the locked evidence: the locked version is still
+        there."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self.key(sha256)
         try:
-            if self._fetch_version(key, None, sha256, dest):
-                return
-            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
-            versions = [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
-            for version in versions:
+            for version in self._versions(key):
                 if self._fetch_version(key, version, sha256, dest):
                     return
         except ClientError as exc:
@@ -132,9 +150,8 @@ class Objects:
         dest.unlink(missing_ok=True)
         raise StoreError(f"no version of {key} in the store hashes to its name")
 
-    def _fetch_version(self, key: str, version: str | None, sha256: bytes, dest: Path) -> bool:
-        got = self.client.get_object(Bucket=self.bucket, Key=key,
-                                     **({"VersionId": version} if version else {}))
+    def _fetch_version(self, key: str, version: str, sha256: bytes, dest: Path) -> bool:
+        got = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version)
         h = hashlib.sha256()
         with dest.open("wb") as out:
             for chunk in iter(lambda: got["Body"].read(1 << 20), b""):

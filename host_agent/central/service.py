@@ -22,6 +22,7 @@ Whatever is refused is registered in `refusals`, in its own transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from host_agent.central.archive import mirrored_problem
 from host_agent.central.objects import Objects
 from host_agent.vault import checkpoint as notes
 from host_agent.vault import evidence, log
+from host_agent.vault.store import DEVICE_ID
 from protocol import authority, cbor, manifest
 
 log_ = logging.getLogger("bodycam.central")
@@ -270,6 +272,11 @@ class Central:
         problem = mirrored_problem(doc)
         if problem:
             raise Refused(f"entry {idx}: {problem}", flag=True)
+        if kind == "custody" and doc.get("what") == "hall":  # its footage is evidence too
+            f = json.loads(str(doc["fields"]))
+            wrong = self.objects.verify(bytes.fromhex(f["object"]), int(f["size"]))
+            if wrong:
+                raise Refused(f"entry {idx} (hall footage): {wrong}")
         if kind == "enrolment":
             self._enrol(db, origin, idx, doc)
         elif kind == "record":
@@ -280,8 +287,9 @@ class Central:
     def _enrol(self, db: psycopg.Connection[Any], origin: str, idx: int,
                doc: dict[str, Any]) -> None:
         device_id, key = doc.get("device_id"), doc.get("public_key")
-        if not isinstance(device_id, str) or not isinstance(key, bytes) or len(key) != 32:
-            raise Refused(f"entry {idx}: an enrolment without a device id and key")
+        if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id) or not (
+                isinstance(key, bytes) and len(key) == 32):
+            raise Refused(f"entry {idx}: an enrolment without a device id and key", flag=True)
         held = db.execute("SELECT public_key FROM devices WHERE device_id = %s",
                           (device_id,)).fetchone()
         if held is not None:

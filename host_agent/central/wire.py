@@ -54,8 +54,9 @@ def open_request(body: bytes, unit_key: bytes, revoked: set[bytes],
     if doc.get("dock") != cert["dock"]:
         raise WireError(f"the request names dock {doc.get('dock')!r}, its certificate"
                         f" {cert['dock']!r}")
-    if not isinstance(doc.get("origin"), str):
-        raise WireError("the request names no log origin")
+    if not isinstance(doc.get("origin"), str) or not notes.VAULT_ORIGIN.fullmatch(
+            doc["origin"]):
+        raise WireError("the request names no vault's log origin (bodycam.vault/<32 hex>)")
     return doc, cert
 
 

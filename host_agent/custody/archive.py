@@ -33,14 +33,35 @@ SHARED_KINDS = ("classify", "hold", "evidence", "hall", "recorder")
 KINDS = SHARED_KINDS + ("person", "request", "decision", "begun", "access", "refusal",
                         "retention")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_TEXT: tuple[type, ...] = (str,)
+_INT: tuple[type, ...] = (int,)
+_BOOL: tuple[type, ...] = (bool,)
+# The exact fields of each register row another machine's readers rely on, as this code
+# writes them (register.py, hall.py, recorders.py): name -> the types it may have
+SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "classify": {"class": _TEXT, "reason": _TEXT},
+    "hold": {"on": _BOOL, "reason": _TEXT},
+    "evidence": {"case": _TEXT},
+    "hall": {"camera": _TEXT, "location": _TEXT, "start": _TEXT, "end": _TEXT,
+             "object": _TEXT, "size": _INT, "file": _TEXT, "provenance": _TEXT,
+             "device_signed": _BOOL, "statement": _TEXT},
+    "recorder/inventory": {"event": _TEXT, "model": _TEXT, "serial": _TEXT, "note": _TEXT},
+    "recorder/issue": {"event": _TEXT, "officer": _TEXT, "docking": _INT},
+    "recorder/return": {"event": _TEXT, "condition": _TEXT},
+    "recorder/maintenance": {"event": _TEXT, "kind": _TEXT, "note": _TEXT,
+                             "in_service": _BOOL},
+}
+SUBJECTS = {"classify": ("case/", "record/"), "hold": ("case/", "record/"),
+            "evidence": ("record/",), "hall": ("case/",), "recorder": ("device/",)}
 
 
 def row_problem(row: dict[str, Any]) -> str | None:
     """What is wrong with a register row as another machine sends it (a dock's log entry
-    at the centre), before anything relies on it; None if it is one this code wrote. The
-    rows others rely on (SHARED_KINDS) are checked field by field."""
-    from host_agent.custody.recorders import EVENTS
-    from host_agent.custody.register import CLASSES
+    at the centre), before anything relies on it; None if it is one this code writes. Rows
+    of the kinds the centre reads (SHARED_KINDS) must have exactly the fields their writers
+    give them (SHAPES), with meaningful values."""
+    from host_agent.custody.register import CLASSES, CustodyError, RecordRef, check_case
 
     if not all(isinstance(row.get(k), str) for k in ("what", "at", "actor", "subject")):
         return "a register row names what, when, who and its subject as text"
@@ -53,25 +74,56 @@ def row_problem(row: dict[str, Any]) -> str | None:
         return f"the fields of a {what} row are not JSON"
     if not isinstance(f, dict):
         return f"the fields of a {what} row are not an object"
-    about_record_or_case = subject.startswith(("case/", "record/"))
-    if what == "classify" and (f.get("class") not in CLASSES or not about_record_or_case):
-        return f"a classification of {subject!r} as {f.get('class')!r}"
-    if what == "hold" and (not isinstance(f.get("on"), bool) or not about_record_or_case):
-        return f"a hold on {subject!r} that is neither on nor off"
-    if what == "evidence" and (not isinstance(f.get("case"), str)
-                               or not subject.startswith("record/")):
-        return f"an evidence mark of {subject!r} in no case"
-    if what == "hall" and not (subject.startswith("case/")
-                               and _HEX64.fullmatch(str(f.get("object")))
-                               and isinstance(f.get("size"), int)
-                               and isinstance(f.get("statement"), str)):
-        return "hall footage that does not name its object, size and attestation"
-    if what == "recorder" and (f.get("event") not in EVENTS
-                               or not subject.startswith("device/")
-                               or (f["event"] == "issue" and not isinstance(f.get("officer"), str))
-                               or (f["event"] == "maintenance"
-                                   and not isinstance(f.get("in_service"), bool))):
-        return f"a recorder custody row of event {f.get('event')!r} is not one this code writes"
+    if what not in SHARED_KINDS:
+        return None
+    shape = SHAPES.get(f"{what}/{f.get('event')}" if what == "recorder" else what)
+    if shape is None or set(f) != set(shape) or not all(
+            isinstance(f[k], t) for k, t in shape.items()):
+        return f"a {what} row whose fields are not those this code writes"
+    if not subject.startswith(SUBJECTS[what]):
+        return f"a {what} row about {subject!r}"
+    try:
+        if subject.startswith("record/"):
+            RecordRef.parse(subject.removeprefix("record/"))
+        elif subject.startswith("case/"):
+            check_case(subject.removeprefix("case/"))
+        if what == "evidence":
+            check_case(f["case"])
+    except CustodyError as exc:
+        return f"a {what} row: {exc}"
+    if what == "classify" and f["class"] not in CLASSES:
+        return f"a classification as {f['class']!r}"
+    if what == "hall" and not (_HEX64.fullmatch(f["object"]) and _HEX.fullmatch(f["statement"])
+                               and f["size"] >= 0 and f["device_signed"] is False):
+        return "hall footage that does not name its object and attestation"
+    return None
+
+
+def docking_problem(report: object) -> str | None:
+    """What is wrong with a docking report another machine sends, for the readers here (the
+    compliance report, the recorders' history): each part they read has its type."""
+    if not isinstance(report, dict):
+        return "a docking report is a JSON object"
+    parts: dict[str, tuple[object, tuple[type, ...]]] = {}
+    clock, readiness, offload = (report.get(k) for k in ("clock", "readiness", "offload"))
+    parts.update(clock=(clock, (dict,)), readiness=(readiness, (dict,)),
+                 offload=(offload, (dict,)), dock=(report.get("dock"), (str,)))
+    if isinstance(clock, dict):
+        parts["clock.offset_before_us"] = (clock.get("offset_before_us"), (int,))
+    if isinstance(readiness, dict):
+        status = readiness.get("status")
+        parts.update(ready=(readiness.get("ready"), (bool,)),
+                     reasons=(readiness.get("reasons"), (list,)), status=(status, (dict,)))
+        health = status.get("health") if isinstance(status, dict) else None
+        parts["health"] = (health, (dict,))
+        if isinstance(health, dict):
+            parts.update(foreign=(health.get("foreign"), (list,)),
+                         storage_full=(health.get("storage_full"), (bool,)))
+    if isinstance(offload, dict):
+        parts["offload.stored"] = (offload.get("stored"), (list,))
+    for name, (value, types) in parts.items():
+        if value is not None and not isinstance(value, types):
+            return f"a docking report whose {name} is a {type(value).__name__}"
     return None
 
 

@@ -78,16 +78,25 @@ CBOR is RFC 8949; times in the entries are UTC text, in the certificates microse
     and "size" are those of segments/SHA256.bin; event and gap records carry no segment.
     Records of one recorder link: "prev" of record n is the SHA-256 of record n-1's file
     (32 zero bytes for record 1); only records both present in the package can be linked.
- 8. Hall footage (hall/ID.bin), if any, was not signed by a recorder: hall/ID.statement.cose
+ 8. Hall footage (hall/SHA256.bin), if any, was not signed by a recorder: hall/SHA256.cose
     is the dock's attestation (COSE_Sign1 by the dock key, payload type "hall" naming the
     footage's "sha256" and "size"), and the proven entry with "what": "hall" names both
     ("object", "statement" in hex).
 """
 
 
-def _write(root: Path, rel: str, data: bytes, files: dict[str, bytes] | None) -> None:
+def _inside(root: Path, rel: str) -> Path:
+    """root/rel, refused if `rel` (built from names others chose) would leave the package."""
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or not parts:
+        raise CustodyError(f"{rel!r} would leave the package; refusing to write it")
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write(root: Path, rel: str, data: bytes, files: dict[str, bytes] | None) -> None:
+    path = _inside(root, rel)
     with path.open("wb") as f:
         f.write(data)
         f.flush()
@@ -98,8 +107,7 @@ def _write(root: Path, rel: str, data: bytes, files: dict[str, bytes] | None) ->
 
 def _copy(vault: Archive, sha256: bytes, root: Path, rel: str,
           files: dict[str, bytes]) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _inside(root, rel)
     vault.copy_object(sha256, path)
     files[rel] = package.sha256_file(path)
 
@@ -231,13 +239,13 @@ def _build(vault: Archive, register: Register, request: dict[str, Any], wanted: 
     for case in sorted({str(i["case"]) for i in request["items"] if "case" in i}):
         for h in hall.of_case(vault, case):
             sha = bytes.fromhex(h["object"])
-            rel = f"hall/{h['id']}.bin"
+            rel, srel = f"hall/{sha.hex()}.bin", f"hall/{sha.hex()}.cose"
             _copy(vault, sha, tmp, rel, files)
-            _write(tmp, f"hall/{h['id']}.statement.cose", bytes.fromhex(h["statement"]), files)
+            _write(tmp, srel, bytes.fromhex(h["statement"]), files)
             index = vault.log_index(f"custody/{h['id']}")
             proven.add(index)
             hall_items.append({"id": h["id"], "case": case, "file": rel,
-                               "statement": f"hall/{h['id']}.statement.cose", "log": index})
+                               "statement": srel, "log": index})
     package_id = uuid.uuid4().hex
     _write(tmp, "summary.html", summary_html(vault, register, request, fields_of, package_id,
                                              by).encode(), files)

@@ -52,7 +52,10 @@ def import_footage(vault: Vault, *, case: str, camera: str, location: str, sourc
 
 
 def of_case(vault: Archive, case: str) -> list[dict[str, Any]]:
-    return [{"id": r["id"], "at": r["at"], "by": r["actor"], **r["fields"]}
+    """The case's hall footage: each row's fields, then what the register says of the row
+    itself (so no field can stand in for its id or author), never device-signed."""
+    return [{**r["fields"], "id": r["id"], "at": r["at"], "by": r["actor"],
+             "device_signed": False}
             for r in vault.custody(what="hall", subject=f"case/{case}")]
 
 

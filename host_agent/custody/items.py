@@ -41,8 +41,11 @@ def case_members(vault: Archive, register: Register, case: str) -> set[RecordRef
             if phase_case(vault, ref) == case:
                 out.add(ref)
     for mark in vault.custody(what="evidence"):
-        if mark["fields"]["case"] == case:
-            out.add(RecordRef.parse(str(mark["subject"]).removeprefix("record/")))
+        ref = RecordRef.parse(str(mark["subject"]).removeprefix("record/"))
+        # a mark on a record this archive does not hold (yet) adds nothing to the case
+        if mark["fields"]["case"] == case and vault.stored_record_hash(ref.device_id,
+                                                                       ref.seq):
+            out.add(ref)
     return out
 
 

@@ -9,8 +9,8 @@ key alone (`bodycam verify PACKAGE --trust UNIT.pub`, or by hand: README.txt in 
     records/<device>/<seq:08d>.cose   each signed record, byte-exact as the recorder signed it
     segments/<sha256>.bin   each segment's bytes, named by their SHA-256
     keys/<device>.pub       each recorder's enrolled Ed25519 public key (32 bytes)
-    hall/<id>.bin           fixed-camera footage of a case (not device-signed), and
-    hall/<id>.statement.cose    the dock's signed attestation of it (type "hall")
+    hall/<sha256>.bin       fixed-camera footage of a case (not device-signed), and
+    hall/<sha256>.cose      the dock's signed attestation of it (type "hall")
     certs/<n>.cose          the unit's certificates for the dock keys (COSE_Sign1)
     summary.html            for people: the request, the phases, the records
     README.txt              how to check the package without this tool

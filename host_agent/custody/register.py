@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from host_agent.vault.store import DEVICE_ID
+
 if TYPE_CHECKING:
     from host_agent.custody.archive import Archive
 
@@ -57,7 +59,7 @@ class RecordRef:
     @classmethod
     def parse(cls, text: str) -> RecordRef:
         device, _, seq = text.rpartition("/")
-        if not device or not seq.isdigit() or int(seq) < 1:
+        if not DEVICE_ID.fullmatch(device) or not seq.isdigit() or int(seq) < 1:
             raise CustodyError(f"{text!r} is not a record (DEVICE/SEQ, e.g. SIM-1/4)")
         return cls(device, int(seq))
 
@@ -171,17 +173,19 @@ class Register:
         clearance reaching `items_class` (the highest class among the request's items);
         otherwise it is refused and the refusal registered."""
         check_name(approver, "--by")
-        request = self.request(request_id)
+        self.request(request_id)  # there is one
         subject = f"request/{request_id}"
-        if request["decision"] is not None:
-            raise self.refuse(subject, "decide", approver,
-                              f"request #{request_id} was already decided by"
-                              f" {request['decision']['by']}")
         # approving needs the items' clearance; refusing needs a registered approver
         self.check_clearance(subject, "approve" if approved else "deny", approver,
                              items_class if approved else "none")
-        self.vault.append_custody("decision", approver, subject,
-                                  {"approved": approved, "note": note})
+        with self.vault.transaction():  # two approvers at once: the second sees the first
+            earlier = self.latest("decision", subject)
+            if earlier is None:
+                self.vault.append_custody("decision", approver, subject,
+                                          {"approved": approved, "note": note})
+                return
+        raise self.refuse(subject, "decide", approver,
+                          f"request #{request_id} was already decided by {earlier['actor']}")
 
     def check_clearance(self, subject: str, act: str, approver: str, items_class: str) -> None:
         person = self.person(approver)

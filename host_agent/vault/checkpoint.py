@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,6 +86,9 @@ class Checkpoint:
     extensions: tuple[str, ...]
     text: bytes
     signatures: tuple[Signature, ...]
+
+
+VAULT_ORIGIN = re.compile(re.escape(ORIGIN_PREFIX) + r"[0-9a-f]{32}")  # a vault's (uuid4 hex)
 
 
 def origin_of(vault_id: str) -> str:

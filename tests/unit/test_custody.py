@@ -21,7 +21,7 @@ from host_agent.custody import (
     retention,
     times,
 )
-from host_agent.custody.archive import row_problem
+from host_agent.custody.archive import docking_problem, row_problem
 from host_agent.custody.export import export, hand_out
 from host_agent.custody.recorders import Recorders
 from host_agent.vault import Vault
@@ -50,6 +50,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     for (entry,) in w.vault.db.execute("SELECT entry FROM log WHERE kind = 'custody'"):
         doc = cbor.decode(bytes(entry))
         assert row_problem(doc) is None, doc
+    for docking in w.vault.dockings():
+        assert docking_problem(docking["report"]) is None, docking
     w.close()
 
 
@@ -284,7 +286,7 @@ def test_hall_footage_is_attested_not_device_signed_and_verified(world: World,
     export(world.vault, rid, tmp_path / "pkg", by="desk", signer=world.dock)
     checked = package.check(tmp_path / "pkg", world.unit.public)
     assert checked.problems == [] and checked.summary["hall"] == 1
-    statement = tmp_path / "pkg" / "hall" / f"{got['id']}.statement.cose"
+    statement = tmp_path / "pkg" / "hall" / f"{got['object']}.cose"
     signed = statement.read_bytes()
     statement.write_bytes(signed[:-1] + bytes([signed[-1] ^ 1]))  # one bit of the signature
     assert {p.code for p in package.check(tmp_path / "pkg", world.unit.public).problems} >= {

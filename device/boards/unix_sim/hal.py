@@ -228,10 +228,13 @@ class SimCamera:
 
     async def read_into(self, buf) -> int:
         n = len(buf)
-        # Wait until the encoder would have produced these bytes.
+        # Wait until the encoder would have produced these bytes (again if the rate fell
+        # meanwhile: a chunk is never early in simulated time).
         due_us = (self._produced + n) * 8000000 // self.bitrate
-        wait = (due_us - (self._sim.now_us() - self._t0)) // self._sim.rate
-        if wait > 0:
+        while True:
+            wait = (due_us - (self._sim.now_us() - self._t0)) // self._sim.rate
+            if wait <= 0:
+                break
             await asyncio.sleep_ms((wait + 999) // 1000)
         mv = memoryview(buf)
         for at in range(0, n, _PATTERN_SIZE):
