@@ -125,7 +125,7 @@ class UnitKey:
         return self._private.sign(msg)
 
     def certify_dock(self, dock_id: str, dock_public: bytes, *, days: int = 365,
-                     may: tuple[str, ...] = authority.RIGHTS, not_before_us: int | None = None,
+                     may: tuple[str, ...] = authority.DOCK_RIGHTS, not_before_us: int | None = None,
                      unit_name: str | None = None) -> bytes:
         """A certificate that lets the dock `dock_id` with key `dock_public` do `may`."""
         start = time_us() if not_before_us is None else not_before_us

@@ -11,7 +11,9 @@ deterministic CBOR map
     nb     valid from, µs since the Unix epoch
     na     valid until
     may    rights, a subset of RIGHTS: "offload" (list, read, release), "clock" (step the
-           clock), "policy" (deliver a policy)
+           clock), "policy" (deliver a policy) -- a dock's (DOCK_RIGHTS) -- or "records": the
+           records office at the centre, which signs its own log's checkpoints and may do
+           nothing on a recorder
     unit   who issued it
 
 A unit revokes a dock by listing its key id in the policy's `revoked_docks`. A recorder checks
@@ -42,7 +44,8 @@ from protocol.compat import const
 
 CERT_FORMAT = const(1)
 NONCE_SIZE = const(16)
-RIGHTS = ("offload", "clock", "policy")
+DOCK_RIGHTS = ("offload", "clock", "policy")
+RIGHTS = DOCK_RIGHTS + ("records",)
 TYPE_DOCK = "dock"
 TYPE_RECEIPT = "receipt"
 TYPE_HEAD = "head"

@@ -91,26 +91,18 @@ APPEND_ONLY = ("register", "central_log", "central_checkpoints", "central_signer
 
 @contextlib.contextmanager
 def open_central(config: str | Path) -> Iterator[CentralArchive]:
-    """The central index central.toml names, for the records office, with the central's key
-    (and the unit's certificate for it) to sign its checkpoints. A database or store that
+    """The central index central.toml names, for the records office, with the office's own
+    key (office_key, office_cert) to sign the checkpoints of its log. A database or store that
     fails is a VaultError, one line."""
     from host_agent.central.config import load
-    from host_agent.keys import load_key, public_key
-    from host_agent.settings import SettingsError
-    from host_agent.vault.ledger import cert_key
+    from host_agent.keys import public_key
 
     cfg = load(config)
-    try:
-        cert = Path(cfg.cert).read_bytes() if cfg.cert else None
-    except OSError as exc:
-        raise SettingsError(f"{cfg.path}: cert {cfg.cert}: {exc.strerror}") from None
-    signer = cosign.KeyCosigner(cfg.name, load_key(Path(cfg.key)), cert)
-    if cert is not None and cert_key(cert) != signer.public_key:
-        raise SettingsError(f"{cfg.path}: cert {cfg.cert} certifies another key than {cfg.key}")
+    unit = public_key(cfg.unit_key)
+    signer = office_signer(cfg.path, cfg.office_key, cfg.office_cert, unit)
     try:
         index.create(cfg.database)
-        archive = CentralArchive(cfg.database, cfg.store.objects(), signer,
-                                 public_key(cfg.unit_key))
+        archive = CentralArchive(cfg.database, cfg.store.objects(), signer, unit)
     except psycopg.Error as exc:
         raise VaultError(f"{cfg.path}: cannot use the database: {one_line(exc)}") from None
     try:
@@ -121,6 +113,35 @@ def open_central(config: str | Path) -> Iterator[CentralArchive]:
         raise VaultError(f"the central store: {one_line(exc)}") from None
     finally:
         archive.close()
+
+
+def office_signer(where: str, key: str, cert: str, unit: bytes) -> cosign.KeyCosigner | None:
+    """The records office's key with the unit's certificate for it, which must carry the right
+    "records" alone: the office never holds a key a recorder or a dock would take (no
+    offload, clock or policy right; not the central's cosigning key). None if not configured."""
+    from host_agent.keys import load_key
+    from host_agent.settings import SettingsError
+    from protocol import authority
+
+    if not key:
+        return None
+    try:
+        data = Path(cert).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{where}: office_cert {cert}: {exc.strerror}") from None
+    try:
+        doc = authority.open_cert(data, unit, notes.ed25519_ok)
+        authority.admit(doc, None, [])
+    except authority.AuthorityError as exc:
+        raise SettingsError(f"{where}: office_cert {cert}: {exc}") from None
+    if list(doc["may"]) != ["records"]:
+        raise SettingsError(f"{where}: office_cert {cert} grants {', '.join(doc['may'])}: the"
+                            " records office's certificate carries the right 'records' alone"
+                            " (bodycam unit certify --may records)")
+    signer = cosign.KeyCosigner(f"bodycam-office-{doc['dock']}", load_key(Path(key)), data)
+    if bytes(doc["key"]) != signer.public_key:
+        raise SettingsError(f"{where}: office_cert {cert} certifies another key than {key}")
+    return signer
 
 
 class CentralArchive:

@@ -8,9 +8,11 @@
     unit_key = "/etc/bodycam/unit.pub"    the unit whose certified docks it serves
     key = "/etc/bodycam/central/central.key"   its cosigning key (`bodycam central keygen`)
     name = "central.example/witness"      the key's name in cosignatures
-    cert = "/etc/bodycam/central/central.cert"  the unit's certificate for that key (`bodycam
-                                          unit certify`): the records office's export
-                                          packages from the centre need it
+    office_key = "/etc/bodycam/office/office.key"    the records office's own key and the
+    office_cert = "/etc/bodycam/office/office.cert"  unit's certificate for it, with the right
+                                          "records" alone (`bodycam unit certify --may
+                                          records`): it signs the checkpoints of the central's
+                                          register log, which export packages rest on
     revoked = []                          key ids (hex) of docks it no longer serves
 
     [store]                               the S3 store with Object Lock (also in dock.toml)
@@ -39,7 +41,8 @@ RANGES: dict[str, tuple[float, float]] = {"retention_days": (1, 36500)}
 SCHEMA: settings.Schema = {
     "central": {"listen": (str, "127.0.0.1:8470"), "database": (str, None),
                 "unit_key": (str, None), "key": (str, None),
-                "name": (str, "bodycam-central"), "cert": (str, ""), "revoked": (list, []),
+                "name": (str, "bodycam-central"), "office_key": (str, ""), "office_cert": (str, ""),
+                "revoked": (list, []),
                 "tls_cert": (str, ""), "tls_key": (str, "")},
     "store": STORE,
 }
@@ -83,7 +86,8 @@ class CentralConfig:
     name: str
     store: StoreConfig
     revoked: tuple[str, ...] = field(default_factory=tuple)
-    cert: str | None = None
+    office_key: str = ""
+    office_cert: str = ""
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -103,6 +107,9 @@ def load(path: str | Path) -> CentralConfig:
         except ValueError:
             raise settings.SettingsError(f"{where('central', 'revoked')}: {text!r} is not a"
                                          " dock key id (32 hex digits)") from None
+    if bool(c["office_key"]) != bool(c["office_cert"]):
+        raise settings.SettingsError(f"{where('central', 'office_key')}: the records office"
+                                     " needs both office_key and office_cert")
     if bool(c["tls_cert"]) != bool(c["tls_key"]):
         raise settings.SettingsError(f"{where('central', 'tls_cert')}: TLS needs both tls_cert"
                                      " and tls_key")
@@ -114,5 +121,5 @@ def load(path: str | Path) -> CentralConfig:
     return CentralConfig(str(path.resolve()), host or "127.0.0.1", int(port), c["database"],
                          str((base / c["unit_key"]).resolve()), str((base / c["key"]).resolve()),
                          c["name"], store_config(values["store"], base), tuple(c["revoked"]),
-                         resolve(c["cert"]) or None, resolve(c["tls_cert"]),
-                         resolve(c["tls_key"]))
+                         resolve(c["office_key"]), resolve(c["office_cert"]),
+                         resolve(c["tls_cert"]), resolve(c["tls_key"]))

@@ -73,9 +73,9 @@ def verify(note: bytes, name: str, public_key: bytes) -> int | None:
 
 
 class KeyCosigner:
-    """The central's cosigning key, from its key file (host_agent/keys.py: 32-byte seed); with
-    the unit's certificate for it (`cert`), it also signs the checkpoints of the central's own
-    log (host_agent/central/archive.py)."""
+    """An Ed25519 key from its key file (host_agent/keys.py: 32-byte seed): the central's
+    cosigning key; or, with the unit's certificate for it (`cert`), the records office's,
+    which signs the checkpoints of the central's register log (host_agent/central/archive.py)."""
 
     def __init__(self, name: str, private: Any, cert: bytes | None = None) -> None:
         notes.check_key_name(name)

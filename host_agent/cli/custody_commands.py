@@ -212,10 +212,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             return export(archive, args.request, Path(args.out), by=args.by, signer=identity,
                           unit_public=identity.unit_public)
         signer, unit = getattr(archive, "signer", None), getattr(archive, "unit_public", None)
-        if signer is None or signer.cert is None:
-            raise CustodyError("the central's key has no unit certificate (central.toml:"
-                               " cert = …, made with bodycam unit certify): a package from"
-                               " the centre could not be checked")
+        if signer is None:
+            raise CustodyError("the records office at the centre has no key to sign its"
+                               " packages (central.toml: office_key, office_cert; bodycam unit"
+                               " certify --may records)")
         return export(archive, args.request, Path(args.out), by=args.by, signer=signer,
                       unit_public=unit)
 

@@ -120,8 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--dock-dir", help="lab: make/use the dock key here and install the cert")
     c.add_argument("--out", help="where the certificate goes (default DOCK_ID.cert)")
     c.add_argument("--days", type=int_in(1, 3650), default=365, help="validity (default 365)")
-    c.add_argument("--may", type=_rights, default=authority.RIGHTS,
-                   help=f"rights (default {','.join(authority.RIGHTS)})")
+    c.add_argument("--may", type=_rights, default=authority.DOCK_RIGHTS,
+                   help=f"rights (default {','.join(authority.DOCK_RIGHTS)}; the records"
+                        " office at the centre: records, alone)")
     c.set_defaults(func=cmd_unit_certify)
 
     p = sub.add_parser("dock-identity", help="this dock's key and the unit's certificate")

@@ -21,7 +21,7 @@ def lab_unit(base: Path, dock_id: str = "lab-dock",
         unit_dir)
     if not (dock_dir / "dock.cert").exists():
         public = DockIdentity.create_key(dock_dir)
-        cert = unit.certify_dock(dock_id, public, may=authority.RIGHTS if may is None else may)
+        cert = unit.certify_dock(dock_id, public, may=authority.DOCK_RIGHTS if may is None else may)
         DockIdentity.install_cert(dock_dir, cert, unit.public)
     return unit, DockIdentity.load(dock_dir)
 

@@ -22,11 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from host_agent.central import cosign
-from host_agent.central.archive import CentralArchive
+from host_agent.central.archive import CentralArchive, office_signer
 from host_agent.custody import hall, report, times
 from host_agent.custody.register import Register
-from host_agent.keys import load_key
+from host_agent.keys import public_key
 from tests.central.tier import Tier
 from tests.custody_world import World
 
@@ -63,8 +62,10 @@ class Office:
         self.config = self.tier.config(ceph, self.a.unit, base / "central")
         conf = self.config.parent
         self.unit_pub = conf / "unit.pub"
-        self.signer = cosign.KeyCosigner("central.test/office", load_key(conf / "central.key"),
-                                         (conf / "central.cert").read_bytes())
+        signer = office_signer("test", str(conf / "office.key"), str(conf / "office.cert"),
+                               self.a.unit.public)
+        assert signer is not None
+        self.signer = signer
 
     def archive(self) -> CentralArchive:
         return CentralArchive(self.tier.dsn, self.tier.objects, self.signer,
@@ -221,6 +222,12 @@ def test_dock_only_acts_are_refused_at_the_centre(office: Office, tmp_path: Path
                                                      f"dbname=none_{uuid.uuid4().hex[:6]}"
                                                      " host=127.0.0.1 port=1"))
     assert "cannot use the database" in refused("custody", "register", str(bad))
+    # the office's key may do nothing a dock does: a certificate with a dock's rights is refused
+    conf = office.config.parent
+    (conf / "office-dock.cert").write_bytes(office.a.unit.certify_dock(
+        "office", public_key(conf / "office.pub")))
+    bad.write_text(office.config.read_text().replace('"office.cert"', '"office-dock.cert"'))
+    assert "'records' alone" in refused("custody", "register", str(bad))
 
 
 HALL = {"camera": "c", "location": "l", "start": "s", "end": "e", "object": "ab" * 32,

@@ -58,15 +58,19 @@ class Tier:
 
     def config(self, ceph: Any, unit: UnitKey, base: Path) -> Path:
         """base/central.toml for this tier's database and bucket, as the office and the
-        operators use it: its own key (central.key), certified by the unit (central.cert)."""
+        operators use it: the central's cosigning key (central.key), and the records
+        office's (office.key) with the unit's certificate for it (office.cert: "records")."""
         base.mkdir(parents=True, exist_ok=True)
-        public = new_key(base / "central.key")
-        (base / "central.cert").write_bytes(unit.certify_dock("central", public))
+        new_key(base / "central.key")
+        office = new_key(base / "office.key")
+        (base / "office.cert").write_bytes(unit.certify_dock("office", office,
+                                                             may=("records",)))
         (base / "s3.secret").write_text(ceph.secret_key + "\n")
         (base / "unit.pub").write_text(unit.public.hex() + "\n")
         path = base / "central.toml"
         path.write_text(f'[central]\ndatabase = "{self.dsn}"\nunit_key = "unit.pub"\n'
-                        'key = "central.key"\ncert = "central.cert"\n'
+                        'key = "central.key"\noffice_key = "office.key"\n'
+                        'office_cert = "office.cert"\n'
                         'name = "central.test/office"\n'
                         f'[store]\nendpoint = "{ceph.endpoint_url}"\n'
                         f'bucket = "{self.bucket}"\naccess_key = "{ceph.access_key}"\n'
