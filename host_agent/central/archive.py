@@ -424,8 +424,10 @@ class CentralArchive:
         return bytes(entry)
 
     def checkpoint(self, signer: notes.Signer) -> bytes:
-        """Sign the central log's size and root; refused when the log no longer extends a
-        checkpoint signed before."""
+        """Sign the central log's size and root, and keep the note in the store, locked;
+        refused when the log no longer extends a checkpoint signed before, by the database's
+        record or by the store's (someone with the database alone cannot rewrite the log and
+        its checkpoints: the store still holds them)."""
         name, public_key, cert = notes.signer_identity(signer)
         with self.transaction() as db:
             known = db.execute("SELECT 1 FROM central_signers WHERE name = %s AND"
@@ -441,6 +443,7 @@ class CentralArchive:
             leaves = self.log_leaves()
             before = [(int(s), bytes(r)) for s, r in db.execute(
                 "SELECT size, root FROM central_checkpoints ORDER BY id")]
+            before += self._anchored(name, public_key)
             roots = log.roots_at(leaves, [s for s, _ in before] + [len(leaves)])
             for size, root in before:
                 if size > len(leaves) or roots[size] != root:
@@ -449,7 +452,26 @@ class CentralArchive:
             note = notes.sign(self.origin, len(leaves), roots[len(leaves)], signer)
             db.execute("INSERT INTO central_checkpoints(size, root, note) VALUES (%s, %s, %s)",
                        (len(leaves), roots[len(leaves)], note.decode()))
+            # before COMMIT: a checkpoint exists only once the store keeps it, locked
+            self.objects.put_locked(f"{self._anchor_prefix()}{len(leaves):012d}.note", note)
         return note
+
+    def _anchor_prefix(self) -> str:
+        return f"checkpoints/{self.origin.removeprefix(ORIGIN_PREFIX)}/"
+
+    def _anchored(self, name: str, public_key: bytes) -> list[tuple[int, bytes]]:
+        """(size, root) of every checkpoint of this log the office signed and the store keeps
+        locked: what someone with the database alone cannot take back."""
+        out = []
+        for data in self.objects.every_version(self._anchor_prefix()):
+            try:
+                cp = notes.parse(data)
+            except notes.CheckpointError:
+                continue
+            if cp.origin == self.origin and notes.verify(cp.text, cp.signatures, name,
+                                                         public_key):
+                out.append((cp.size, cp.root))
+        return out
 
 
 def mirrored_problem(doc: dict[str, Any]) -> str | None:

@@ -110,6 +110,34 @@ class Objects:
             return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
         return None
 
+    def put_locked(self, key: str, data: bytes) -> None:
+        """Small bytes under `key` (not an object's SHA-256 name), locked like evidence."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        until = dt.datetime.now(dt.UTC) + self.retention_days * DAY
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                   ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"the store refused {key}: {exc}") from None
+
+    def every_version(self, prefix: str) -> list[bytes]:
+        """The bytes of every version of every key under `prefix` (delete markers hide
+        nothing here)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        out = []
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                for v in page.get("Versions", []):
+                    got = self.client.get_object(Bucket=self.bucket, Key=v["Key"],
+                                                 VersionId=v["VersionId"])
+                    out.append(got["Body"].read(1 << 16))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot read {prefix}: {exc}") from None
+        return out
+
     def _versions(self, key: str) -> list[str]:
         """Every version id of `key`, newest first (all pages of the listing)."""
         out: list[str] = []

@@ -26,6 +26,7 @@ from host_agent.central.archive import CentralArchive, office_signer
 from host_agent.custody import hall, report, times
 from host_agent.custody.register import Register
 from host_agent.keys import public_key
+from host_agent.vault import VaultError
 from tests.central.tier import Tier
 from tests.custody_world import World
 
@@ -193,7 +194,22 @@ def test_an_operator_with_sql_cannot_rewrite_the_central_register(office: Office
             db.rollback()
     # the log still extends the checkpoint signed over it
     with office.archive() as archive:
-        assert archive.checkpoint(office.signer).split(b"\n")[1] >= note.split(b"\n")[1]
+        Register(archive).add_person("Wang", id_no="A-2", roles=["approver"],
+                                     clearance="none", by="registry")
+        again = archive.checkpoint(office.signer)
+    assert int(again.split(b"\n")[1]) == int(note.split(b"\n")[1]) + 1
+    # the table's owner turns the triggers off, cuts the log and the checkpoints the database
+    # kept, turns them on again: the office refuses to sign, by the notes the store keeps
+    with psycopg.connect(office.tier.dsn) as db:
+        for table in ("register", "central_log", "central_checkpoints"):
+            db.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")  # type: ignore[arg-type]
+        db.execute("DELETE FROM register WHERE what = 'person' AND fields LIKE '%A-2%'")
+        db.execute("DELETE FROM central_log WHERE idx = (SELECT max(idx) FROM central_log)")
+        db.execute("DELETE FROM central_checkpoints")
+        for table in ("register", "central_log", "central_checkpoints"):
+            db.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")  # type: ignore[arg-type]
+    with office.archive() as archive, pytest.raises(VaultError, match="no longer extends"):
+        archive.checkpoint(office.signer)
 
 
 def test_other_bytes_put_over_a_locked_segment_are_not_handed_out(office: Office,
