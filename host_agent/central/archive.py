@@ -50,7 +50,6 @@ from protocol import cbor, cose, manifest
 
 ORIGIN_PREFIX = "bodycam.central/"
 LOG_LOCK = 4243  # pg_advisory_xact_lock key: one writer of the central's log at a time
-MIRRORED = ("custody", "docking", "dock")  # the docks' entries read beside the index
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS central_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -189,10 +188,11 @@ class CentralArchive:
         a dock's log grew since."""
         size = int(self._one("SELECT coalesce(sum(size), 0) FROM logs"))
         if self._mirror is None or self._mirror[0] != size:
-            found: dict[str, list[tuple[str, int, dict[str, Any]]]] = {k: [] for k in MIRRORED}
+            found: dict[str, list[tuple[str, int, dict[str, Any]]]] = {
+                k: [] for k in index.MIRRORED}
             for origin, idx, k, entry in self.db.execute(
-                    "SELECT origin, idx, kind, entry FROM log_entries WHERE kind IN"
-                    " ('custody', 'docking', 'dock') ORDER BY origin, idx"):
+                    "SELECT origin, idx, kind, entry FROM log_entries WHERE kind IN"  # type: ignore[arg-type]
+                    f" ({index.MIRRORED_SQL}) ORDER BY origin, idx"):
                 doc = cbor.decode(bytes(entry))
                 if isinstance(doc, dict) and mirrored_problem(doc) is None:
                     found[k].append((str(origin), int(idx), doc))

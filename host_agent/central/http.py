@@ -23,6 +23,7 @@ from host_agent.central.service import Central
 
 log = logging.getLogger("bodycam.central")
 IDLE_S = 60.0
+MAX_CONNECTIONS = 64  # at once; one more is closed at once (docks retry)
 
 
 class CentralError(Exception):
@@ -51,6 +52,26 @@ def client_context(ca: str = "") -> ssl.SSLContext:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     tls: ssl.SSLContext | None = None
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, at most MAX_CONNECTIONS: a flood is turned away, never
+        queued into memory."""
+        if not self.slots.acquire(blocking=False):
+            log.warning("%s: turned away: every connection slot is taken", client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """In the connection's thread: the TLS handshake first, bounded by IDLE_S."""
@@ -70,7 +91,8 @@ class _Server(ThreadingHTTPServer):
 
 
 def server(central: Central, host: str = "127.0.0.1", port: int = 0,
-           tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+           tls: ssl.SSLContext | None = None,
+           max_connections: int = MAX_CONNECTIONS) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = IDLE_S
@@ -97,6 +119,7 @@ def server(central: Central, host: str = "127.0.0.1", port: int = 0,
 
     httpd = _Server((host, port), Handler)
     httpd.tls = tls
+    httpd.slots = threading.BoundedSemaphore(max_connections)
     return httpd
 
 

@@ -46,9 +46,7 @@ CREATE TABLE IF NOT EXISTS log_entries (
     entry bytea NOT NULL,
     PRIMARY KEY (origin, idx)
 );
--- what the records office at the centre reads of the docks' logs (host_agent/central/archive.py)
-CREATE INDEX IF NOT EXISTS log_entries_mirrored ON log_entries(kind)
-    WHERE kind IN ('custody', 'docking', 'dock');
+CREATE INDEX IF NOT EXISTS log_entries_mirrored ON log_entries(kind) WHERE kind IN ({mirrored});
 CREATE TABLE IF NOT EXISTS devices (
     device_id text PRIMARY KEY,
     public_key bytea NOT NULL UNIQUE,
@@ -98,6 +96,10 @@ BEGIN
     RAISE EXCEPTION '% is append-only: evidence may not be altered or removed', TG_TABLE_NAME;
 END $$ LANGUAGE plpgsql;
 """
+# the kinds of the docks' entries the records office at the centre reads (central/archive.py)
+MIRRORED = ("custody", "docking", "dock")
+MIRRORED_SQL = ", ".join(f"'{k}'" for k in MIRRORED)  # as the partial index names them
+SCHEMA = SCHEMA.replace("{mirrored}", MIRRORED_SQL)
 APPEND_ONLY = ("log_entries", "devices", "records", "refusals", "rebinds")
 
 

@@ -255,3 +255,28 @@ def test_a_central_speaking_tls_is_reached_only_by_docks_that_trust_its_ca(
             plain.run()
     finally:
         tier.close()
+
+
+def test_a_flood_of_connections_is_turned_away_not_queued(tier: Tier,
+                                                          docks: tuple[World, World]) -> None:
+    httpd = http.server(tier.central, max_connections=2)
+    http.serve_in_thread(httpd)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        silent = [socket.create_connection(("127.0.0.1", httpd.server_address[1]))
+                  for _ in range(2)]
+        # the listener takes connections in order: both slots are taken before the dock's
+        with pytest.raises(ForwardError, match="cannot reach"):
+            Forwarder(docks[0].vault, docks[0].dock, url, tier.objects).run()
+        for s in silent:
+            s.close()
+        # their threads see the close and give their slots back
+        for _ in range(2):
+            assert httpd.slots.acquire(timeout=10)  # type: ignore[attr-defined]
+        for _ in range(2):
+            httpd.slots.release()  # type: ignore[attr-defined]
+        done = Forwarder(docks[0].vault, docks[0].dock, url, tier.objects).run()
+        assert done.next == docks[0].vault.log_size()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -159,7 +159,7 @@ def test_a_copy_cut_at_any_point_leaves_only_bytes_the_register_names(tmp_path: 
     while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # cut while copying 64 MiB, not after
     (left,) = list(out.iterdir())  # the staging directory, or the finished copy
     with Vault.open(vault, create=False) as v:
         begun = v.custody(what="begun", subject=f"request/{rid}")
