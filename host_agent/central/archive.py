@@ -149,7 +149,7 @@ class CentralArchive:
     def __init__(self, dsn: str, objects: Objects, signer: cosign.KeyCosigner | None = None,
                  unit_public: bytes | None = None) -> None:
         self.objects = objects
-        self.signer = signer  # signs the central log's checkpoints (needs `cert` for exports)
+        self.signer = signer  # the records office's key: signs the central log's checkpoints
         self.unit_public = unit_public
         self.db = psycopg.connect(dsn, autocommit=True)
         with self.db.transaction():
