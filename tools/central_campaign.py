@@ -72,7 +72,7 @@ class Campaign:
             (base / f"dock{i}.toml").write_text(
                 f'[dock]\nidentity = "{base / "pki" / f"dock-{i}"}"\nvault = "{w.base / "vault"}"'
                 f'\nstate_dir = "{w.base / "state"}"\n'
-                f'[central]\nurl = "http://127.0.0.1:{self.port}"\n' + store)
+                f'[central]\nurl = "http://127.0.0.1:{self.port}"\n')
             for r in range(2):
                 w.recorder(f"D{i}-R{r}")
         self.central: subprocess.Popen[bytes] | None = None

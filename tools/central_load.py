@@ -10,6 +10,9 @@ the same run:
 - forwarding: records/s and MB/s over the wall time of all docks;
 - the baseline: the same number of objects of the same size put with plain boto3 from as many
   processes into a bucket with the same Object Lock settings, and the ratio;
+- a second baseline: the same puts as presigned PUTs sent with the dock's own client
+  (host_agent/central/http.Uploads, no boto3 on the sending side), and that ratio: docks
+  put this way, so this is the store's rate with the client cost the docks pay;
 - the central's CPU per record (its process's user + system time over the records it took);
 - with --grow M: the index filled with M more records (synthetic rows, COPY), then a second
   round of forwarding, to show whether the per-record cost stays flat as the index grows.
@@ -46,17 +49,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _forward(args: tuple[str, str, str, dict[str, Any]]) -> tuple[int, int, float]:
-    vault_dir, identity_dir, url, store = args
+def _forward(args: tuple[str, str, str]) -> tuple[int, int, float]:
+    vault_dir, identity_dir, url = args
     from host_agent.central.forward import Forwarder
-    from host_agent.central.objects import Objects
     from host_agent.keys import DockIdentity
     from host_agent.vault import Vault
 
-    client = s3_client(store)
     with Vault.open(vault_dir, create=False) as vault:
-        done = Forwarder(vault, DockIdentity.load(Path(identity_dir)), url,
-                         Objects(client, store["bucket"], 1)).run()
+        done = Forwarder(vault, DockIdentity.load(Path(identity_dir)), url).run()
     return done.records, done.bytes_put, done.seconds
 
 
@@ -74,6 +74,26 @@ def _raw_puts(args: tuple[dict[str, Any], int, int]) -> int:
         client.put_object(Bucket=store["raw_bucket"], Key=f"objects/{sha.hex()}", Body=data,
                           ChecksumSHA256=base64.b64encode(sha).decode(),
                           ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+    return count
+
+
+def _raw_presigned_puts(args: tuple[dict[str, Any], int, int]) -> int:
+    store, count, size = args
+    import hashlib
+
+    from host_agent.central.http import Uploads
+    from host_agent.central.objects import Objects
+
+    objects, uploads = Objects(s3_client(store), store["raw_bucket"], 1), Uploads()
+    with tempfile.NamedTemporaryFile() as f:
+        for _ in range(count):
+            data = os.urandom(size)
+            f.seek(0)
+            f.write(data)
+            f.flush()
+            up = objects.upload(hashlib.sha256(data).digest(), size, hold=False)
+            uploads.put(up["url"], up["headers"], Path(f.name), size)
+    uploads.close()
     return count
 
 
@@ -100,10 +120,8 @@ def make_docks(base: Path, docks: int, records: int, kb: int, tag: str) -> list[
     return worlds
 
 
-def forward_all(worlds: list[World], base: Path, url: str, store: dict[str, Any],
-                central_pid: int) -> dict[str, float]:
-    jobs = [(str(w.base / "vault"), str(base / "pki" / w.dock.dock_id), url, store)
-            for w in worlds]
+def forward_all(worlds: list[World], base: Path, url: str, central_pid: int) -> dict[str, float]:
+    jobs = [(str(w.base / "vault"), str(base / "pki" / w.dock.dock_id), url) for w in worlds]
     for w in worlds:
         w.vault.close()
     cpu0 = cpu_seconds(central_pid)
@@ -184,7 +202,7 @@ def main() -> int:
         central.stderr.readline()
         url = f"http://127.0.0.1:{port}"
         try:
-            out["forward"] = fwd = forward_all(worlds, base, url, store, central.pid)
+            out["forward"] = fwd = forward_all(worlds, base, url, central.pid)
             print("forward:", fwd, flush=True)
             t0 = time.perf_counter()
             per = args.records
@@ -197,10 +215,18 @@ def main() -> int:
                                      "mb_per_s": round(n * args.kb * 1024 / wall / 1e6, 2)}
             out["ratio"] = round(fwd["records_per_s"] / raw["puts_per_s"], 3)
             print("raw boto3 puts:", raw, "ratio", out["ratio"], flush=True)
+            t0 = time.perf_counter()
+            with multiprocessing.get_context("spawn").Pool(args.docks) as pool:
+                pool.map(_raw_presigned_puts, [(store, per, args.kb * 1024)] * args.docks)
+            wall = time.perf_counter() - t0
+            out["raw_presigned_puts"] = pre = {"objects": n, "seconds": round(wall, 2),
+                                               "puts_per_s": round(n / wall, 1)}
+            out["ratio_presigned"] = round(fwd["records_per_s"] / pre["puts_per_s"], 3)
+            print("raw presigned puts:", pre, "ratio", out["ratio_presigned"], flush=True)
             if args.grow:
                 out["grow_seconds"] = round(grow_index(dsn, args.grow), 1)
                 more = make_docks(base, args.docks, max(50, args.records // 5), args.kb, "b")
-                out["forward_after_grow"] = forward_all(more, base, url, store, central.pid)
+                out["forward_after_grow"] = forward_all(more, base, url, central.pid)
                 out["index_records"] = args.grow + fwd["records"] + out[
                     "forward_after_grow"]["records"]
                 print("after growing the index by", args.grow, ":",

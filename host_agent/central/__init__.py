@@ -7,7 +7,9 @@ Object Lock store and a PostgreSQL index, and the central cosigns every dock's l
     wire.py      what they say to each other (signed CBOR over HTTP POST /v1)
     http.py      the HTTP server and client
     index.py     the PostgreSQL tables
-    objects.py   the object store (boto3; Object Lock required)
+    objects.py   the object store (Object Lock required): the uploads the central hands
+                 docks, and its checks of what they put
+    sigv4.py     AWS SigV4 for those uploads (the payload's SHA-256 signed) and its HEADs
     cosign.py    C2SP tlog-cosignature v1
     archive.py   the records office at the centre: the index as a custody Archive
                  (host_agent/custody/archive.py), with the central's own register and log

@@ -15,7 +15,8 @@
                                           register log, which export packages rest on
     revoked = []                          key ids (hex) of docks it no longer serves
 
-    [store]                               the S3 store with Object Lock (also in dock.toml)
+    [store]                               the S3 store with Object Lock (the central alone holds
+                                          its credentials: docks put with its uploads)
     endpoint = "http://127.0.0.1:7480"
     bucket = "evidence"
     access_key = "…"
@@ -32,6 +33,7 @@ from typing import Any
 
 from host_agent import settings
 from host_agent.central.objects import Objects
+from host_agent.central.sigv4 import Signer
 
 STORE: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "endpoint": (str, None), "bucket": (str, None), "access_key": (str, None),
@@ -66,7 +68,8 @@ class StoreConfig:
                               aws_access_key_id=self.access_key, aws_secret_access_key=secret,
                               config=BotoConfig(s3={"addressing_style": "path"},
                                                 retries={"max_attempts": 3}))
-        return Objects(client, self.bucket, self.retention_days)
+        return Objects(client, self.bucket, self.retention_days,
+                       Signer(self.endpoint, self.access_key, secret, self.region))
 
 
 def store_config(values: dict[str, Any], base: Path) -> StoreConfig:

@@ -2,12 +2,14 @@
 
 The central holds the cursor: a forwarder asks how many entries of this vault's log the
 central has, and sends the rest in order, each batch with the dock's checkpoint of the log up
-to the batch's end. Before a record's entry goes, its segment goes to the object store under
-its SHA-256 (the store checks the checksum, locks it in COMPLIANCE mode, and holds it under a
-legal hold when its phase names a case); hall footage the same. Everything is idempotent: an
-object already there is not put again, an entry the central holds must only match; so any
-crash, of the dock or the central, is followed by a run that resumes where the central stands,
-at least once and never twice.
+to the batch's end. Before a batch goes, the segments its records name go to the object store
+under their SHA-256, with uploads the central hands out for them (wire "uploads"): a
+presigned PUT each, so the dock holds no credentials for the store, and the store itself
+refuses bytes that do not hash to the segment's SHA-256, locks them in COMPLIANCE mode, and
+holds them under a legal hold when the phase names a case; hall footage the same.
+Everything is idempotent: an object the central finds there is not put again, an entry the
+central holds must only match; so any crash, of the dock or the central, is followed by a
+run that resumes where the central stands, at least once and never twice.
 
 The central's cosigned checkpoints are kept in VAULT/cosigned/ (one file per tree size):
 `bodycam vault verify VAULT --witness VAULT/cosigned` checks the vault against them, and they
@@ -20,10 +22,10 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from host_agent.central import http, wire
-from host_agent.central.objects import Objects
 from host_agent.custody.archive import row_problem
 from host_agent.keys import DockIdentity
 from host_agent.vault import Vault, log
@@ -63,14 +65,15 @@ class Progress:
 
 
 class Forwarder:
-    def __init__(self, vault: Vault, identity: DockIdentity, url: str, objects: Objects, *,
+    def __init__(self, vault: Vault, identity: DockIdentity, url: str, *,
                  batch: int = 256, tls: ssl.SSLContext | None = None) -> None:
-        self.tls = tls  # what an https central's certificate is checked against
+        self.tls = tls  # what an https central's (and its store's) certificate is checked against
         self.vault = vault
         self.identity = identity
         self.url = url
-        self.objects = objects
         self.batch = batch
+        self.store = http.Uploads(tls=tls)
+        self._queued: list[tuple[bytes, int, bool, Path]] = []
 
     def _ask(self, doc: dict[str, Any]) -> dict[str, Any]:
         body = wire.request({**doc, "dock": self.identity.dock_id, "cert": self.identity.cert,
@@ -86,6 +89,13 @@ class Forwarder:
 
     def run(self, progress: Any = None) -> Progress:
         """Forward everything the log holds now; what was done."""
+        try:
+            return self._run(progress)
+        finally:
+            self.store.close()
+            self._queued = []
+
+    def _run(self, progress: Any) -> Progress:
         t0 = time.monotonic()
         out = Progress()
         state = self.state()
@@ -106,6 +116,7 @@ class Forwarder:
             items = [self._item(idx, bytes(entry), out) for idx, entry in self.vault.db.execute(
                 "SELECT idx, entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx",
                 (start, end))]
+            self._upload(out)
             for leaf in leaves[start:end]:
                 frontier.append(leaf)
             note = notes.sign(self.vault.origin, end, frontier.root(), self.identity)
@@ -147,12 +158,32 @@ class Forwarder:
         return item
 
     def _put(self, sha: bytes, size: int, *, hold: bool, out: Progress) -> None:
+        """Queue the object for this batch's uploads (`_upload`)."""
         path = self.vault.object_path(sha)
         if not path.is_file():
             return  # removed by the retention job: the central knows it by the register
-        if self.objects.put(sha, path, size, hold=hold):
-            out.objects_put += 1
-            out.bytes_put += size
+        self._queued.append((sha, size, hold, path))
+
+    def _upload(self, out: Progress) -> None:
+        """Put the queued objects with the uploads the central hands out for them."""
+        queued, self._queued = self._queued, []
+        for part in _parts(queued):
+            answer = self._ask({"type": "uploads", "objects": [
+                {"sha256": sha, "size": size, "hold": hold} for sha, size, hold, _ in part]})
+            given = answer.get("uploads")
+            if not isinstance(given, list) or len(given) != len(part):
+                raise ForwardError("the central's answer does not name each upload")
+            for (sha, size, _, path), up in zip(part, given, strict=True):
+                if not isinstance(up, dict) or up.get("sha256") != sha:
+                    raise ForwardError("the central's answer does not name each upload")
+                if up.get("held"):
+                    continue
+                try:
+                    self.store.put(str(up["url"]), dict(up["headers"]), path, size)
+                except http.CentralError as exc:
+                    raise ForwardError(str(exc)) from None
+                out.objects_put += 1
+                out.bytes_put += size
 
     def _keep(self, size: int, note: bytes) -> None:
         folder = self.vault.root / COSIGNED
@@ -163,3 +194,20 @@ class Forwarder:
         if not path.exists():
             write_durable(self.vault.root / "tmp", path, note)
             fsync_dir(folder)
+
+
+UPLOAD_BYTES = 1 << 30  # asked for at once: put well within the uploads' hour at 25 Mbit/s
+
+
+def _parts(queued: list[tuple[bytes, int, bool, Path]]
+           ) -> list[list[tuple[bytes, int, bool, Path]]]:
+    """The queue cut into asks of at most wire.MAX_UPLOADS objects and UPLOAD_BYTES bytes."""
+    parts: list[list[tuple[bytes, int, bool, Path]]] = []
+    size = 0
+    for q in queued:
+        if not parts or len(parts[-1]) >= wire.MAX_UPLOADS or size + q[1] > UPLOAD_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(q)
+        size += q[1]
+    return parts

@@ -6,16 +6,23 @@ IDLE_S is closed. With a certificate and key (central.toml: tls_cert, tls_key) t
 speaks TLS itself: each connection's handshake runs in that connection's own thread, so a
 client that stalls it holds up nobody else. Authenticity does not depend on TLS (every
 request is signed); the records' metadata (officers, cases) is what TLS keeps private.
+
+The dock also puts segments straight into the object store with the presigned PUTs the
+central hands it (`Uploads`): plain HTTP(S), no credentials, one kept-alive connection.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import re
 import ssl
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from host_agent.central import wire
@@ -147,3 +154,56 @@ def post(url: str, body: bytes, timeout: float = 60.0,
                            answer) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise CentralError(f"cannot reach the central at {url}: {exc}") from None
+
+
+class Uploads:
+    """The dock's side of a presigned PUT: the file's bytes with exactly the headers the
+    central signed, on a connection kept alive from one upload to the next."""
+
+    def __init__(self, timeout: float = 300.0, tls: ssl.SSLContext | None = None) -> None:
+        self.timeout = timeout
+        self.tls = tls  # what an https store's certificate is checked against
+        self._conn: http.client.HTTPConnection | None = None
+        self._netloc = ""
+
+    def put(self, url: str, headers: dict[str, str], path: Path, size: int) -> None:
+        """Put the file; CentralError with the store's answer if it refuses (a body that
+        is not the signed one: XAmzContentSHA256Mismatch)."""
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        for attempt in (0, 1):  # a kept-alive connection the store closed: once more
+            conn = self._connection(parts)
+            try:
+                with path.open("rb") as body:
+                    conn.request("PUT", target, body=body,
+                                 headers={**headers, "content-length": str(size)})
+                resp = conn.getresponse()
+                text = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt:
+                    raise CentralError(f"cannot reach the store at {parts.netloc}: {exc}"
+                                       ) from None
+                continue
+            if resp.status == 200:
+                return
+            code = re.search(rb"<Code>([^<]*)</Code>", text)
+            raise CentralError(f"the store refused {parts.path} ({resp.status}"
+                               f" {code.group(1).decode() if code else resp.reason})")
+
+    def _connection(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
+        if self._conn is None or self._netloc != parts.netloc:
+            self.close()
+            if parts.scheme == "https":
+                self._conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
+                                                         blocksize=1 << 20, context=self.tls)
+            else:
+                self._conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout,
+                                                        blocksize=1 << 20)
+            self._netloc = parts.netloc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -16,8 +16,13 @@ recorders' keys, every record once, the cosigned checkpoints, and every refusal.
         every time a person bound a log to another dock's key (`bodycam central rebind`: a
         vault moved to a new dock PC), with the unit's certificate of the new key
 
-log_entries, devices, records, refusals and rebinds refuse UPDATE and DELETE (triggers): the
-central keeps evidence, and who changed what, as the vaults do.
+    uploads(object_sha256, size, dock_id, at)
+        every object a dock was handed an upload for (the first time): a second request for
+        it looks in the store before handing out another (no second version after a crash),
+        and an object no record names can be traced to the dock that put it
+
+log_entries, devices, records, refusals, rebinds and uploads refuse UPDATE and DELETE
+(triggers): the central keeps evidence, and who changed what, as the vaults do.
 """
 
 from __future__ import annotations
@@ -91,6 +96,12 @@ CREATE TABLE IF NOT EXISTS rebinds (
     by_name text NOT NULL,
     reason text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    object_sha256 bytea PRIMARY KEY,
+    size bigint NOT NULL,
+    dock_id text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
 CREATE OR REPLACE FUNCTION bodycam_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only: evidence may not be altered or removed', TG_TABLE_NAME;
@@ -100,7 +111,7 @@ END $$ LANGUAGE plpgsql;
 MIRRORED = ("custody", "docking", "dock")
 MIRRORED_SQL = ", ".join(f"'{k}'" for k in MIRRORED)  # as the partial index names them
 SCHEMA = SCHEMA.replace("{mirrored}", MIRRORED_SQL)
-APPEND_ONLY = ("log_entries", "devices", "records", "refusals", "rebinds")
+APPEND_ONLY = ("log_entries", "devices", "records", "refusals", "rebinds", "uploads")
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:

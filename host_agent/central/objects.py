@@ -1,10 +1,23 @@
-"""The object store: any S3-compatible store with Object Lock (Ceph RGW, MinIO, AWS S3),
-through boto3. Segments (and hall footage) are stored under objects/<sha256 hex>, with the
-store's own SHA-256 checksum checked on the way in, COMPLIANCE retention from the unit's
-rules, and a legal hold for evidence in a case. A bucket without Object Lock is refused.
+"""The object store: any S3-compatible store with Object Lock (Ceph RGW, MinIO, AWS S3).
+Segments (and hall footage) are stored under objects/<sha256 hex>, locked in COMPLIANCE mode
+for the unit's retention, under a legal hold for evidence in a case. A bucket without Object
+Lock is refused. Only the central holds the store's credentials.
 
-Not every store checks the SHA-256 a put names, or keeps it (Ceph RGW 16.2 does neither): where
-the store returns no checksum, the central reads the object and hashes it itself.
+A dock puts a segment with an upload the central hands it (`upload`): a presigned PUT whose
+SigV4 signature covers the segment's SHA-256 as the payload hash, so the store itself hashes
+the body and refuses other bytes (Ceph RGW 16.2: 400 XAmzContentSHA256Mismatch; it ignores
+the S3 additional checksums, x-amz-checksum-sha256). The signature also covers the lock
+headers and every header that could change who reads the object or how it is kept
+(UPLOAD_FENCE): RGW applies unsigned headers a URL's holder adds (x-amz-acl: public-read
+made an object readable by anyone), and answers a changed or dropped signed header with 403
+SignatureDoesNotMatch. It also covers a tag, x-amz-meta-bodycam-upload = HMAC(key, name,
+size) under a key only the central has: a version that carries the right tag went in through
+such an upload, so its bytes are the signed ones.
+
+The central then checks a record's object with one HEAD (`verify`): there, of that size,
+locked, tagged. An object without the tag (put by anyone else holding credentials, or before
+uploads existed) is checked as before: by the checksum a store keeps, else by reading the
+bytes and hashing them.
 """
 
 from __future__ import annotations
@@ -12,12 +25,28 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
+import http.client
 import os
-from dataclasses import dataclass
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host_agent.central.sigv4 import Signer
+
 DAY = dt.timedelta(days=1)
+UPLOAD_EXPIRES_S = 3600  # a URL is good for an hour (the store checks at the request's start)
+TAG_HEADER = "x-amz-meta-bodycam-upload"
+# Headers a PUT's holder could otherwise add, each signed with the only value allowed; an empty
+# value must be sent empty. x-amz-acl also fences the x-amz-grant-* headers (RGW refuses a
+# canned ACL with grants: 400 InvalidRequest; it refuses grant headers signed as empty).
+UPLOAD_FENCE = {"x-amz-acl": "private", "x-amz-tagging": "", "x-amz-storage-class": "",
+                "x-amz-server-side-encryption": "",
+                "x-amz-server-side-encryption-customer-algorithm": "",
+                "x-amz-server-side-encryption-aws-kms-key-id": "",
+                "x-amz-website-redirect-location": ""}
 
 
 class StoreError(Exception):
@@ -26,13 +55,30 @@ class StoreError(Exception):
 
 @dataclass
 class Objects:
-    client: Any  # a boto3 S3 client
+    client: Any  # a boto3 S3 client (the bucket's checks, legal holds, reading an object)
     bucket: str
     retention_days: int = 183
-    keeps_checksums: bool | None = None  # learnt from the first object verified
+    signer: Signer | None = None  # None: the boto3 client's endpoint and credentials
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.signer is None:
+            # botocore keeps a client's credentials in its request signer (no public getter)
+            creds = self.client._request_signer._credentials.get_frozen_credentials()
+            self.signer = Signer(self.client.meta.endpoint_url, creds.access_key,
+                                 creds.secret_key, self.client.meta.region_name or "us-east-1")
+        self._tag_key = hmac.new(self.signer.secret_key.encode(), b"bodycam upload tag v1",
+                                 hashlib.sha256).digest()
 
     def key(self, sha256: bytes) -> str:
         return f"objects/{sha256.hex()}"
+
+    def _path(self, sha256: bytes) -> str:
+        return f"/{self.bucket}/{self.key(sha256)}"
+
+    def tag(self, sha256: bytes, size: int) -> str:
+        return hmac.new(self._tag_key, f"{self.key(sha256)}\n{size}".encode(),
+                        hashlib.sha256).hexdigest()
 
     def check_bucket(self) -> None:
         """Refuse a bucket that cannot lock what it holds (never used silently)."""
@@ -49,65 +95,96 @@ class Objects:
         if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise StoreError(f"bucket {self.bucket!r} has Object Lock disabled; refusing it")
 
-    def head(self, sha256: bytes) -> dict[str, Any] | None:
-        from botocore.exceptions import BotoCoreError, ClientError
+    # -- a dock's upload -------------------------------------------------------------------
 
-        try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=self.key(sha256),
-                                                ChecksumMode="ENABLED"))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise StoreError(f"cannot look at {self.key(sha256)}: {exc}") from None
-        except BotoCoreError as exc:
-            raise StoreError(f"cannot reach the store: {exc}") from None
+    def upload(self, sha256: bytes, size: int, *, hold: bool,
+               now: dt.datetime | None = None) -> dict[str, Any]:
+        """A presigned PUT of these bytes: {"url", "headers"}; the dock sends exactly these
+        headers (empty ones too) and the bytes, and needs no credentials of its own."""
+        assert self.signer is not None
+        now = now or dt.datetime.now(dt.UTC)
+        until = (now + self.retention_days * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers = {"x-amz-content-sha256": sha256.hex(), "x-amz-object-lock-mode": "COMPLIANCE",
+                   "x-amz-object-lock-retain-until-date": until,
+                   "x-amz-object-lock-legal-hold": "ON" if hold else "OFF",
+                   TAG_HEADER: self.tag(sha256, size), **UPLOAD_FENCE}
+        return {"url": self.signer.presign("PUT", self._path(sha256), headers, sha256.hex(),
+                                           UPLOAD_EXPIRES_S, now), "headers": headers}
 
-    def put(self, sha256: bytes, source: Path, size: int, *, hold: bool) -> bool:
-        """Store the file's bytes (unless an object with this hash and size is there); True
-        if it was put, with the SHA-256 for a store that checks it."""
-        from botocore.exceptions import BotoCoreError, ClientError
+    # -- the central's checks --------------------------------------------------------------
 
-        there = self.head(sha256)
-        if there is not None and int(there.get("ContentLength", -1)) == size:
-            if hold and there.get("ObjectLockLegalHoldStatus") != "ON":
-                self.client.put_object_legal_hold(Bucket=self.bucket, Key=self.key(sha256),
-                                                  LegalHold={"Status": "ON"})
-            return False
-        until = dt.datetime.now(dt.UTC) + self.retention_days * DAY
-        extra: dict[str, Any] = {"ObjectLockLegalHoldStatus": "ON"} if hold else {}
-        with source.open("rb") as body:
+    def head(self, sha256: bytes) -> dict[str, str] | None:
+        """The latest version's headers (lower-case names), None if there is none; one HEAD
+        signed here on this thread's kept-alive connection."""
+        assert self.signer is not None
+        path = self._path(sha256)
+        for attempt in (0, 1):  # a kept-alive connection the store closed: once more
+            conn = self._connection()
             try:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self.key(sha256), Body=body, ContentLength=size,
-                    ChecksumSHA256=base64.b64encode(sha256).decode(),
-                    ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until, **extra)
-            except ClientError as exc:
-                raise StoreError(f"the store refused {self.key(sha256)}: {exc}") from None
-            except BotoCoreError as exc:
-                raise StoreError(f"cannot reach the store: {exc}") from None
+                conn.request("HEAD", urllib.parse.quote(path, safe="/-_.~"),
+                             headers=self.signer.headers("HEAD", path,
+                                                         {"x-amz-checksum-mode": "ENABLED"}))
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise StoreError(f"cannot reach the store: {exc}") from None
+                continue
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise StoreError(f"cannot look at {self.key(sha256)}: HTTP {resp.status}")
+            return {k.lower(): v for k, v in resp.getheaders()}
+        return None  # not reached
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self.signer is not None
+            url = urllib.parse.urlsplit(self.signer.endpoint)
+            cls = (http.client.HTTPSConnection if url.scheme == "https"
+                   else http.client.HTTPConnection)
+            conn = self._local.conn = cls(url.netloc, timeout=60)
+        return conn
+
+    def present(self, sha256: bytes, size: int, *, hold: bool) -> bool:
+        """An upload of these bytes is there already (one HEAD: its size, and its tag); put
+        under a legal hold if `hold` and it is not."""
+        there = self.head(sha256)
+        if there is None or there.get("content-length") != str(size) or not \
+                hmac.compare_digest(there.get(TAG_HEADER, ""), self.tag(sha256, size)):
+            return False
+        if hold and there.get("x-amz-object-lock-legal-hold") != "ON":
+            self._hold(sha256)
         return True
 
-    def verify(self, sha256: bytes, size: int) -> str | None:
+    def verify(self, sha256: bytes, size: int, *, hold: bool = False) -> str | None:
         """What is wrong with the stored object for this hash and size; None if it is there,
-        of that size, with the store's SHA-256 checksum equal to it, and locked."""
-        if self.keeps_checksums is False:  # one GET: its headers, and the bytes to hash
-            return self._verify_by_reading(sha256, size)
+        of that size, with these bytes (its upload's tag, else the store's checksum, else
+        its bytes hashed here), locked in COMPLIANCE mode, and under a legal hold if `hold`
+        (put on it here when it is not)."""
         there = self.head(sha256)
         if there is None:
             return f"{self.key(sha256)} is not in the store"
-        if int(there.get("ContentLength", -1)) != size:
-            return f"{self.key(sha256)} holds {there.get('ContentLength')} bytes, not {size}"
-        checksum = there.get("ChecksumSHA256")
-        if checksum is None:
-            # a store that keeps no checksum (Ceph RGW 16): read the bytes and hash them, since
-            # the dock that put them is not trusted either; from now on, read at once
-            self.keeps_checksums = False
-            return self._verify_by_reading(sha256, size)
-        self.keeps_checksums = True
-        if base64.b64decode(checksum) != sha256:
-            return f"{self.key(sha256)}: the store's SHA-256 is not the signed one"
-        if there.get("ObjectLockMode") != "COMPLIANCE":
+        if there.get("content-length") != str(size):
+            return f"{self.key(sha256)} holds {there.get('content-length')} bytes, not {size}"
+        if not hmac.compare_digest(there.get(TAG_HEADER, ""), self.tag(sha256, size)):
+            checksum = there.get("x-amz-checksum-sha256")
+            if checksum is not None:
+                if base64.b64decode(checksum) != sha256:
+                    return f"{self.key(sha256)}: the store's SHA-256 is not the signed one"
+            else:
+                # not put through an upload of ours, and a store that keeps no checksum (Ceph
+                # RGW 16): read the bytes and hash them
+                wrong = self._verify_by_reading(sha256, size, there.get("x-amz-version-id"))
+                if wrong:
+                    return wrong
+        if there.get("x-amz-object-lock-mode") != "COMPLIANCE":
             return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
+        if hold and there.get("x-amz-object-lock-legal-hold") != "ON":
+            self._hold(sha256)
         return None
 
     def put_locked(self, key: str, data: bytes) -> None:
@@ -189,11 +266,22 @@ class Objects:
             os.fsync(out.fileno())
         return h.digest() == sha256
 
-    def _verify_by_reading(self, sha256: bytes, size: int) -> str | None:
+    def _hold(self, sha256: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
+            self.client.put_object_legal_hold(Bucket=self.bucket, Key=self.key(sha256),
+                                              LegalHold={"Status": "ON"})
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"cannot hold {self.key(sha256)}: {exc}") from None
+
+    def _verify_by_reading(self, sha256: bytes, size: int, version: str | None) -> str | None:
+        """Read the version the HEAD saw (not a newer one put meanwhile) and hash it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        which = {"VersionId": version} if version else {}
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), **which)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return f"{self.key(sha256)} is not in the store"
@@ -207,6 +295,4 @@ class Objects:
             h.update(chunk)
         if h.digest() != sha256:
             return f"{self.key(sha256)}: its bytes do not hash to the signed SHA-256"
-        if got.get("ObjectLockMode") != "COMPLIANCE":
-            return f"{self.key(sha256)} is not locked in COMPLIANCE mode"
         return None

@@ -17,6 +17,12 @@ log's row lock:
    back or cut): flagged;
 6. the central cosigns the checkpoint (C2SP tlog-cosignature) and commits.
 Whatever is refused is registered in `refusals`, in its own transaction.
+
+Before a batch, the dock asks for uploads of the segments it is about to name (`uploads`):
+the central hands it a presigned PUT for each (objects.Objects.upload: the store checks the
+bytes against the SHA-256), registers it in `uploads`, and for an object it handed out before
+looks in the store first, so a dock that crashed after putting it puts it once. A record's
+object is then checked with one HEAD (objects.Objects.verify), not read back.
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ class Central:
                 return 200, wire.answer(self.state(origin))
             if doc.get("type") == "forward":
                 return 200, wire.answer(self.forward(doc, cert))
+            if doc.get("type") == "uploads":
+                return 200, wire.answer(self.uploads(doc, cert))
             raise Refused(f"unknown request type {doc.get('type')!r}")
         except Refused as exc:
             db = self.db()
@@ -183,6 +191,48 @@ class Central:
     def _dock(dock_id: str, key: bytes) -> dict[str, str]:
         """A dock as a rebind shows it: its id, its key and the key id a revocation names."""
         return {"dock": dock_id, "key": key.hex(), "key_id": authority.key_id(key).hex()}
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def uploads(self, doc: dict[str, Any], cert: dict[str, Any]) -> dict[str, Any]:
+        """A presigned PUT for each object asked for, or "held" for one already in the store
+        (an upload of it was handed out before and is there, tagged, of that size)."""
+        db = self.db()
+        origin, key = doc["origin"], bytes(cert["key"])
+        asked = doc.get("objects")
+        if not isinstance(asked, list) or len(asked) > wire.MAX_UPLOADS:
+            raise Refused(f"uploads name a list of at most {wire.MAX_UPLOADS} objects")
+        wanted: list[tuple[bytes, int, bool]] = []
+        for o in asked:
+            sha, size = (o.get("sha256"), o.get("size")) if isinstance(o, dict) else (None, None)
+            if not isinstance(sha, bytes) or len(sha) != 32 or not isinstance(size, int) or \
+                    not 0 <= size <= wire.MAX_OBJECT:
+                raise Refused("an upload names a SHA-256 and a size (at most"
+                              f" {wire.MAX_OBJECT} bytes)")
+            wanted.append((sha, size, bool(o.get("hold"))))
+        row = db.execute("SELECT flagged, dock_key FROM logs WHERE origin = %s",
+                         (origin,)).fetchone()
+        if row is not None and bytes(row[1]) != key:
+            raise Refused(f"log {origin} is another dock's: {cert['dock']} may not forward it")
+        if row is not None and row[0]:
+            raise Refused(f"log {origin} is flagged ({row[0]}); a person must clear it")
+        before = {bytes(r[0]) for r in db.execute(
+            "SELECT object_sha256 FROM uploads WHERE object_sha256 = ANY(%s)",
+            ([sha for sha, _, _ in wanted],))}
+        out: list[dict[str, Any]] = []
+        for sha, size, hold in wanted:
+            if sha in before and self.objects.present(sha, size, hold=hold):
+                out.append({"sha256": sha, "held": True})
+            else:
+                out.append({"sha256": sha, **self.objects.upload(sha, size, hold=hold)})
+        new = [(sha, size) for sha, size, _ in wanted if sha not in before]
+        if new:
+            db.execute("INSERT INTO uploads(object_sha256, size, dock_id) SELECT s, n, %s FROM"
+                       " unnest(%s::bytea[], %s::bigint[]) AS u(s, n)"
+                       " ON CONFLICT (object_sha256) DO NOTHING",
+                       (cert["dock"], [s for s, _ in new], [n for _, n in new]))
+        db.commit()
+        return {"uploads": out}
 
     # -- a batch ---------------------------------------------------------------------------------
 
@@ -334,11 +384,12 @@ class Central:
         if doc.get("chain_break") is None and prev is not None and fields["prev"] != prev:
             raise Refused(f"{what}: does not continue the chain the central holds", flag=True)
         data_state = doc.get("data_state")
+        phase = fields.get("phase") or {}
         if fields["kind"] == manifest.KIND_SEGMENT and data_state == "stored":
-            wrong = self.objects.verify(fields["sha256"], fields["size"])
+            wrong = self.objects.verify(fields["sha256"], fields["size"],
+                                        hold=bool(phase.get("case")))
             if wrong:
                 raise Refused(f"{what}: {wrong}")
-        phase = fields.get("phase") or {}
         db.execute(
             "INSERT INTO records(device_id, seq, kind, record, record_sha256, prev, object_sha256,"
             " size, data_state, chain_break, case_no, origin, idx) VALUES (%s, %s, %s, %s, %s,"

@@ -11,6 +11,10 @@ that key, so the central knows which certified dock speaks without any other log
      "checkpoint": the dock's signed checkpoint note of the log at from + len(entries)}
         → {"next", "flagged", "cosigned": the checkpoint with the central's cosignature,
            "stored": records stored, "duplicates": entries it already held}
+    {"v": 1, "type": "uploads", "dock", "cert", "origin", "t",
+     "objects": [{"sha256": 32 bytes, "size", "hold": a legal hold (evidence in a case)}]}
+        → {"uploads": [{"sha256", "url": a presigned PUT, "headers": to send with it, exactly}
+                       or {"sha256", "held": True} (in the store already)]}
 
 Errors are answered as {"error": text, "flagged": reason or None} with HTTP 4xx/5xx. The
 signature is checked over the bytes received; the certificate with the unit's key and the
@@ -26,6 +30,8 @@ from protocol import authority, cbor, cose
 
 VERSION = 1
 MAX_BODY = 256 << 20  # a batch of records (the segments go to the object store, not here)
+MAX_UPLOADS = 1024  # objects in one uploads request
+MAX_OBJECT = 5 << 30  # S3's largest single PUT
 
 
 class WireError(ValueError):

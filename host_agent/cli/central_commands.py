@@ -151,7 +151,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_forward(args: argparse.Namespace) -> int:
     from host_agent.central.forward import ForwardError
-    from host_agent.central.objects import StoreError
     from host_agent.dockd.config import load
     from host_agent.dockd.forwarding import forward_once
     from host_agent.vault import VaultError
@@ -159,8 +158,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     try:
         cfg = load(args.config)
         done = forward_once(cfg, ProgressBar("forward"))
-    except (SettingsError, KeyFileError, StoreError, ForwardError, VaultError,
-            OSError) as exc:
+    except (SettingsError, KeyFileError, ForwardError, VaultError, OSError) as exc:
         return fail("forward", exc)
     if args.json:
         print(json.dumps(done.to_dict(), indent=2))

@@ -20,11 +20,12 @@
                                           where pyudev is installed, wake the look at once)
 
     [central]                             optional: forward the vault to the central tier
-    url = "https://central.example:8470"  (host_agent/central/), every interval_s
-    interval_s = 60
+    url = "https://central.example:8470"  (host_agent/central/), every interval_s; segments
+    interval_s = 60                       go to its store with the uploads it hands out
+                                          (a [store] section, store credentials on the dock,
+                                          is refused: the dock needs none)
     ca = ""                               the CA of the central's TLS certificate (PEM;
                                           default: the system's)
-    [store]                               the central's S3 store (host_agent/central/config.py)
 
     [mqtt]                                optional: recorders on Wi-Fi / LTE
     broker = "127.0.0.1:1883"             a recorder is served when its retained status topic
@@ -43,7 +44,6 @@ from typing import Any
 
 from host_agent import settings
 from host_agent.central import config as central_config
-from host_agent.central.config import StoreConfig
 
 ConfigError = settings.SettingsError
 
@@ -74,10 +74,9 @@ class Config:
     baudrate: int = 921600
     poll_s: float = 1.0
     mqtt: MqttConfig | None = None
-    central_url: str = ""  # forward the vault there (and store objects in `store`)
+    central_url: str = ""  # forward the vault there
     central_ca: str = ""  # the CA its TLS certificate is checked against ("": the system's)
     forward_s: float = 60.0
-    store: StoreConfig | None = None
 
 
 _SCHEMA: settings.Schema = {
@@ -114,10 +113,10 @@ def load(path: str | Path) -> Config:
                               " HOST:PORT")
         mqtt = MqttConfig(host or "127.0.0.1", int(port), resolve(m["ca"]), resolve(m["cert"]),
                           resolve(m["key"]), m["user"], resolve(m["password_file"]))
-    if ("central" in values) != ("store" in values):
-        raise ConfigError(f"{where('central' if 'central' in values else 'store')}: forwarding"
-                          " needs both [central] and [store]")
-    store = central_config.store_config(values["store"], base) if "store" in values else None
+    if "store" in values:
+        raise ConfigError(f"{where('store')}: a dock holds no credentials for the central's"
+                          " store (the central hands out an upload for each segment): remove"
+                          " [store] from the dock's configuration")
     central = values.get("central", {})
     cfg = Config(path=str(path.resolve()), identity=resolve(dock["identity"]),
                  vault=resolve(dock["vault"]), state_dir=resolve(dock["state_dir"]),
@@ -126,7 +125,7 @@ def load(path: str | Path) -> Config:
                  watch=tuple(serial["watch"]), ignore=tuple(serial["ignore"]),
                  baudrate=serial["baudrate"], poll_s=float(serial["poll_s"]), mqtt=mqtt,
                  central_url=central.get("url", ""), central_ca=resolve(central.get("ca", "")),
-                 forward_s=float(central.get("interval_s", 60.0)), store=store)
+                 forward_s=float(central.get("interval_s", 60.0)))
     _check_paths(cfg, where)
     return cfg
 

@@ -13,19 +13,17 @@ from typing import Any
 
 from host_agent.central.forward import Forwarder, ForwardError, Progress
 from host_agent.central.http import client_context
-from host_agent.central.objects import StoreError
 from host_agent.dockd.config import Config, MqttConfig
 from host_agent.keys import DockIdentity
 from host_agent.vault import Vault, VaultError
 
 
 def forward_once(cfg: Config, progress: Any = None) -> Progress:
-    if not cfg.central_url or cfg.store is None:
-        raise ForwardError(f"{cfg.path} names no [central] and [store] to forward to")
+    if not cfg.central_url:
+        raise ForwardError(f"{cfg.path} names no [central] to forward to")
     identity = DockIdentity.load(Path(cfg.identity))
-    objects = cfg.store.objects()
     with Vault.open(cfg.vault, create=False) as vault:
-        return Forwarder(vault, identity, cfg.central_url, objects,
+        return Forwarder(vault, identity, cfg.central_url,
                          tls=client_context(cfg.central_ca)).run(progress)
 
 
@@ -54,7 +52,7 @@ def run(cfg: Config) -> int:
 
     try:
         done = forward_once(cfg, progress)
-    except (ForwardError, StoreError, VaultError, OSError) as exc:
+    except (ForwardError, VaultError, OSError) as exc:
         write_state(cfg, state="error", error=str(exc))
         _tell(cfg)
         return 1

@@ -1,6 +1,6 @@
 """`bodycam dockd`: the dock PC's service. It serves whatever recorder arrives, all day.
 
-With [central] and [store] in the config, the vault is also forwarded to the central tier
+With [central] in the config, the vault is also forwarded to the central tier
 every `interval_s` (host_agent/dockd/forwarding.py), in a process of its own.
 
 Arrivals: serial ports matching the config's `watch` patterns (and none of `ignore`), looked

@@ -26,7 +26,10 @@ Limits of this engine worth knowing (measured, see tests/central/test_engines.py
 checks the body against the signed `x-amz-content-sha256` (a mismatch is refused with
 XAmzContentSHA256Mismatch) and against Content-MD5 (BadDigest), but it ignores the S3
 "additional checksum" headers (`x-amz-checksum-sha256`): a wrong ChecksumSHA256 is accepted
-and none is stored or returned.
+and none is stored or returned. It checks the signed x-amz-content-sha256 in a presigned
+(query-string) PUT as well, but applies headers the signature does not cover (x-amz-acl:
+public-read made an object readable by anyone; x-amz-tagging; dropped lock headers left it
+unlocked), and it ignores If-None-Match on a PUT (a second version is made).
 """
 
 from __future__ import annotations

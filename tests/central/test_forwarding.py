@@ -124,7 +124,6 @@ def test_a_forged_record_and_a_missing_object_are_refused(tier: Tier,
     assert tier.sql("SELECT count(*) FROM records")[0][0] == 0
     # a segment that never reached the store: the record waits, the log is not flagged
     fwd2 = tier.forwarder(a)
-    fwd2.objects = Objects(tier.s3, tier.bucket)
     fwd2._put = lambda *args, **kw: None  # type: ignore[method-assign]
     with pytest.raises(ForwardError, match="not in the store"):
         fwd2.run()
@@ -140,7 +139,7 @@ def test_a_stranger_and_a_revoked_dock_are_refused(tier: Tier, docks: tuple[Worl
 
     a, _ = docks
     _, stranger = lab_unit(tmp_path / "other-unit", "dock-x")
-    fwd = Forwarder(a.vault, stranger, tier.url, tier.objects)
+    fwd = Forwarder(a.vault, stranger, tier.url)
     with pytest.raises(ForwardError, match="certificate refused"):
         fwd.run()
     tier.central.revoked.add(authority.key_id(a.dock.public_key))
@@ -230,7 +229,7 @@ def test_a_dock_can_neither_forward_nor_flag_another_dock_s_log(
     tier.forwarder(a).run()
     a.segment("REC-1")  # a log dock B could try to pass off, or fork, under A's origin
     with pytest.raises(ForwardError, match="another dock's"):
-        Forwarder(a.vault, b.dock, tier.url, tier.objects).run()
+        Forwarder(a.vault, b.dock, tier.url).run()
     assert tier.sql("SELECT flagged FROM logs WHERE origin = %s", a.vault.origin)[0][0] is None
     assert tier.forwarder(a).run().sent >= 1  # A forwards on
 
@@ -249,8 +248,7 @@ def test_a_central_speaking_tls_is_reached_only_by_docks_that_trust_its_ca(
         # a dock that does not trust the central's CA, or speaks plain HTTP to it: refused
         with pytest.raises(ForwardError, match="CERTIFICATE_VERIFY_FAILED"):
             tier.forwarder(docks[1], tls=http.client_context()).run()
-        plain = Forwarder(docks[1].vault, docks[1].dock, tier.url.replace("https", "http"),
-                          tier.objects)
+        plain = Forwarder(docks[1].vault, docks[1].dock, tier.url.replace("https", "http"))
         with pytest.raises(ForwardError, match="cannot reach the central"):
             plain.run()
     finally:
@@ -267,7 +265,7 @@ def test_a_flood_of_connections_is_turned_away_not_queued(tier: Tier,
                   for _ in range(2)]
         # the listener takes connections in order: both slots are taken before the dock's
         with pytest.raises(ForwardError, match="cannot reach"):
-            Forwarder(docks[0].vault, docks[0].dock, url, tier.objects).run()
+            Forwarder(docks[0].vault, docks[0].dock, url).run()
         for s in silent:
             s.close()
         # their threads see the close and give their slots back
@@ -275,8 +273,76 @@ def test_a_flood_of_connections_is_turned_away_not_queued(tier: Tier,
             assert httpd.slots.acquire(timeout=10)  # type: ignore[attr-defined]
         for _ in range(2):
             httpd.slots.release()  # type: ignore[attr-defined]
-        done = Forwarder(docks[0].vault, docks[0].dock, url, tier.objects).run()
+        done = Forwarder(docks[0].vault, docks[0].dock, url).run()
         assert done.next == docks[0].vault.log_size()
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_an_upload_takes_only_the_segment_s_bytes_with_the_central_s_lock(
+        tier: Tier, docks: tuple[World, World], tmp_path: Path) -> None:
+    """A dock holds no store credentials, only the uploads the central hands it: a hostile
+    dock that sends other bytes, or changes or adds a header, is refused by the store itself
+    (Ceph RGW 16 checks the signed payload hash); the central then checks each record's object
+    with a HEAD and never reads it back."""
+    a, _ = docks
+    reads: list[Any] = []
+    read = tier.objects._verify_by_reading
+
+    def counted(*args: Any) -> str | None:  # the real read, counted
+        reads.append(args)
+        return read(*args)
+
+    tier.objects._verify_by_reading = counted  # type: ignore[method-assign,assignment]
+
+    def other_bytes(url: str, headers: dict[str, str], path: Path, size: int) -> None:
+        data = bytearray(path.read_bytes())
+        data[0] ^= 1
+        (tmp_path / "other").write_bytes(data)
+        http.Uploads().put(url, headers, tmp_path / "other", size)
+
+    def headers_changed(change: dict[str, str | None]) -> Any:
+        def put(url: str, headers: dict[str, str], path: Path, size: int) -> None:
+            sent = {**headers, **change}
+            http.Uploads().put(url, {k: v for k, v in sent.items() if v is not None}, path,
+                               size)
+        return put
+
+    for hostile, refusal in (
+            (other_bytes, "400 XAmzContentSHA256Mismatch"),
+            (headers_changed({"x-amz-object-lock-mode": None,
+                              "x-amz-object-lock-retain-until-date": None}),
+             "403 SignatureDoesNotMatch"),
+            (headers_changed({"x-amz-object-lock-legal-hold": "OFF"}),
+             "403 SignatureDoesNotMatch"),
+            (headers_changed({"x-amz-acl": "public-read"}), "403 SignatureDoesNotMatch"),
+            (headers_changed({"x-amz-grant-read":
+                              'uri="http://acs.amazonaws.com/groups/global/AllUsers"'}),
+             "400 InvalidRequest")):
+        fwd = tier.forwarder(a)
+        fwd.store.put = hostile  # type: ignore[method-assign]
+        with pytest.raises(ForwardError, match=refusal):
+            fwd.run()
+    assert tier.s3.list_object_versions(Bucket=tier.bucket).get("Versions", []) == []
+    # the dock puts, then dies before the batch goes: the next run puts nothing twice
+    fwd = tier.forwarder(a)
+    ask = fwd._ask
+
+    def dies_before_forwarding(doc: dict[str, Any]) -> dict[str, Any]:
+        if doc["type"] == "forward":
+            raise ForwardError("killed")
+        return ask(doc)
+
+    fwd._ask = dies_before_forwarding  # type: ignore[method-assign]
+    with pytest.raises(ForwardError, match="killed"):
+        fwd.run()
+    put_before = len(tier.s3.list_object_versions(Bucket=tier.bucket)["Versions"])
+    done = tier.forwarder(a).run()
+    assert done.backlog == 0 and put_before >= 1 and done.objects_put == 6 - put_before
+    versions = tier.s3.list_object_versions(Bucket=tier.bucket)["Versions"]
+    assert len(versions) == len({v["Key"] for v in versions}) == 6  # two recorders × three
+    assert reads == []
+    for v in versions:
+        acl = tier.s3.get_object_acl(Bucket=tier.bucket, Key=v["Key"])
+        assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"]

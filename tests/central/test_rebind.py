@@ -28,7 +28,7 @@ from tests.custody_world import World
 
 def moved(tier: Tier, world: World, new: DockIdentity) -> Forwarder:
     """The forwarder of `world`'s vault on the new dock PC."""
-    return Forwarder(world.vault, new, tier.url, tier.objects, batch=7)
+    return Forwarder(world.vault, new, tier.url, batch=7)
 
 
 def test_a_vault_moved_to_a_new_dock_is_rebound_and_registered(

@@ -54,7 +54,7 @@ class Tier:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def forwarder(self, world: World, tls: ssl.SSLContext | None = None) -> Forwarder:
-        return Forwarder(world.vault, world.dock, self.url, self.objects, batch=7, tls=tls)
+        return Forwarder(world.vault, world.dock, self.url, batch=7, tls=tls)
 
     def config(self, ceph: Any, unit: UnitKey, base: Path) -> Path:
         """base/central.toml for this tier's database and bucket, as the office and the

@@ -21,9 +21,19 @@ def test_the_shipped_dock_toml_has_only_known_keys(tmp_path: Path) -> None:
     path = tmp_path / "dock.toml"
     path.write_text(shipped("dockd", "dock.toml"))
     values, _ = settings.read(path, dock_config._SCHEMA, dock_config._RANGES)
-    assert set(values) == {"dock", "serial", "mqtt", "central", "store"}
+    assert set(values) == {"dock", "serial", "mqtt", "central"}
     with pytest.raises(settings.SettingsError, match="is not a vault"):
         dock_config.load(path)  # /var/lib/bodycam/vault does not exist here: named, no trace
+
+
+def test_a_dock_with_credentials_for_the_store_is_refused(tmp_path: Path) -> None:
+    """The central hands out an upload per segment: a dock that still holds the store's
+    credentials could put other versions over any evidence, so its config is refused."""
+    path = tmp_path / "dock.toml"
+    path.write_text(shipped("dockd", "dock.toml") + '\n[store]\nendpoint = "http://s3"\n'
+                    'bucket = "evidence"\naccess_key = "dock"\nsecret_key_file = "s3.secret"\n')
+    with pytest.raises(settings.SettingsError, match="holds no credentials"):
+        dock_config.load(path)
 
 
 def test_the_shipped_central_toml_loads(tmp_path: Path) -> None:
