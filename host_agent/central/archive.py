@@ -49,6 +49,7 @@ from host_agent.vault.errors import VaultError
 from protocol import cbor, cose, manifest
 
 ORIGIN_PREFIX = "bodycam.central/"
+WIDENING = ("evidence", "hall")  # a dock's rows that add to a case
 LOG_LOCK = 4243  # pg_advisory_xact_lock key: one writer of the central's log at a time
 
 SCHEMA = """
@@ -319,7 +320,9 @@ class CentralArchive:
         """The central's register rows (id > since_id), then — unless `since_id` asks for rows
         after one of them — the docks' rows of the shared kinds in time order (a recorder
         issued at one dock is returned at another), each with its "origin", its "log" index
-        there, and an id "<vault id>.<that index>"."""
+        there, and an id "<vault id>.<that index>". Of a dock whose log is flagged, the rows
+        that would widen a case (evidence marks, hall footage only the dock attests) are left
+        out until a person clears it; its classes and holds, which only restrict, count."""
         sql = "SELECT id, what, at, actor, subject, fields FROM register WHERE id > %s"
         args: list[object] = [since_id]
         if what is not None:
@@ -332,10 +335,14 @@ class CentralArchive:
         if since_id or (what is not None and what not in SHARED_KINDS):
             return rows
         theirs = []
+        suspect = {str(o) for (o,) in self.db.execute(
+            "SELECT origin FROM logs WHERE flagged IS NOT NULL")}
         for origin, idx, doc in self._mirrored("custody"):
             if doc.get("what") not in SHARED_KINDS or what not in (None, doc.get("what")) or (
                     subject not in (None, doc.get("subject"))):
                 continue
+            if origin in suspect and doc["what"] in WIDENING:
+                continue  # a flagged dock's word adds nothing to a case until a person clears it
             theirs.append({"id": dock_row_id(origin, idx), "what": doc["what"],
                            "at": doc["at"], "actor": doc["actor"], "subject": doc["subject"],
                            "fields": json.loads(str(doc["fields"])), "origin": origin,

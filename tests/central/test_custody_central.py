@@ -276,5 +276,8 @@ def test_a_register_row_a_dock_made_up_is_refused_and_the_office_goes_on(
     assert flagged and "entry" in flagged
     rows = json.loads(ok("custody", "register", str(office.config), "--json"))
     assert not any(r.get("actor") == "mallory" for r in rows)
+    # while it is flagged, what only dock A attests (its hall footage) adds nothing to a case;
+    # what dock B said (the class of its case) still counts
+    assert {r["what"] for r in rows if "origin" in r} == {"classify"}
     assert json.loads(ok("custody", "report", str(office.config), "--as-of", AS_OF,
                          "--json"))["findings"]
