@@ -70,9 +70,10 @@ _BUF = const(2048)
 _FEED_ENTRIES = const(65536)  # directory entries of a listing that feed the watchdog
 
 PART = "current.part"
-# What the store (and the board, for device.id) keeps in the root; everything else is foreign.
+# What the store (and the board, for device.id; unix_sim also for rtc, its RTC's setting) keeps
+# in the root; everything else is foreign.
 _ROOT_OWN = ("rec", "device.key", "device.id", "unit.pub", "policy.cose", "clock",
-             "receipts.0", "receipts.1", "recording", "spare")
+             "receipts.0", "receipts.1", "recording", "spare", "rtc")
 
 
 def _listing(path: str, feed=None):

@@ -32,6 +32,9 @@ class SimConfig:
     segment_ms: int = 1000
     bitrate: int = 16_000_000
     skew_us: int = 1_500_000  # a recorder that spent the night on its own clock
+    # (at its first boot: the RTC keeps its setting across restarts, as with a good backup
+    # cell; rtc_lost=True starts it at skew_us again, as after that cell went flat)
+    rtc_lost: bool = False
     drift_ppm: int = 20
     main_pct: int = 96
     main_charging: bool = True
@@ -132,6 +135,8 @@ class SimulatedRecorder:
             cmd += ["--watchdog-fd", str(watchdog_fd)]
         if reset_cause:
             cmd += ["--reset-cause", reset_cause]
+        if c.rtc_lost:
+            cmd += ["--rtc-lost", "1"]
         if c.main_drain != 20:
             cmd += ["--main-drain", str(c.main_drain)]
         if c.main_charge:

@@ -242,7 +242,9 @@ def trial_device_kill(life: Lineage, rng: random.Random) -> dict[str, Any]:
 def trial_clock_jump(life: Lineage, rng: random.Random) -> dict[str, Any]:
     """The clock jumps: while off (reboot with another skew) and while docked (clock_adjust)."""
     skew = rng.choice([-1, 1]) * rng.randrange(1, 48 * 3600) * 1_000_000
-    with recorder(life, skew_us=skew) as rec:
+    # rtc_lost: the sim's RTC keeps its setting across reboots (a good backup cell); the jump
+    # while off is that setting lost, the clock restarting `skew` from true time
+    with recorder(life, skew_us=skew, rtc_lost=True) as rec:
         transport = SerialTransport(rec.port)
         transport.open()
         try:

@@ -82,7 +82,7 @@ class RtcClock:
     The RTC keeps counting through resets, deep sleep and watchdog resets; across a total power
     loss only while its domain is powered (the backup cell). A reading before
     _RTC_VALID_FROM means it was not, and is reported by `faults` for the dock to see (the
-    records say "unset" or "holdover" from device/clock.py either way)."""
+    records say "unset" from device/clock.py either way: it reads earlier than its last sync)."""
 
     def __init__(self) -> None:
         self._rtc = machine.RTC()

@@ -1,7 +1,8 @@
 """The unix-port board: simulated hardware for the MicroPython unix port (tests, demo, rig).
 
 Each class implements one part of device/hal.py: a clock with skew and drift (and the
-monotonic tick a step does not move), draining
+monotonic tick a step does not move), kept across restarts as an RTC with a backup cell
+keeps it (or lost, as when that cell is flat), draining
 batteries, a directory standing in for the card with a simulated capacity (or a card image:
 littlefs or FAT on a file-backed block device, `mount_card`), a paced camera, an indicator
 that logs, a pty as the serial line, a watchdog fed through a pipe to the simulator (the
@@ -22,6 +23,7 @@ import termios
 import time
 
 from device import fs
+from protocol import cbor
 from protocol.compat import const
 
 _VTIME = const(5)  # termios cc indices (the module has no names for them)
@@ -66,13 +68,38 @@ _WALL = SimTime()  # the parts' time when none is given: the wall clock
 
 
 class SimClock:
-    """True (simulated) time, offset by `skew_us` and running `drift_ppm` fast or slow."""
+    """True (simulated) time, offset by `skew_us` and running `drift_ppm` fast or slow.
 
-    def __init__(self, skew_us: int = 0, drift_ppm: int = 0, sim=_WALL) -> None:
+    With a `path`, an RTC with a backup cell: its setting (the offset and the time its drift
+    counts from) is kept in that file, written at each step, so a restart finds the clock
+    where it would have run on to, as an RTC domain powered through resets and power-offs
+    does; `skew_us` is then only its first setting. `lost`: the cell went flat while the board
+    was off, so the RTC kept nothing and starts again at `skew_us` from true time (the sim
+    before it kept its setting, or a real RTC restarting at its reset value when `skew_us` is
+    far back). Without a `path`, every start is a first start."""
+
+    def __init__(self, skew_us: int = 0, drift_ppm: int = 0, sim=_WALL, path: str = "",
+                 lost: bool = False) -> None:
         self._sim = sim
         self._origin = sim.now_us()
         self._skew = skew_us
         self._drift_ppm = drift_ppm
+        self._path = path
+        if not path:
+            return
+        if not lost:
+            try:
+                kept = cbor.decode(fs.read(path))
+                self._skew, self._origin = kept["skew_us"], kept["origin_us"]
+                return
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # never set (or a cut while it was): a first start
+        self._save()
+
+    def _save(self) -> None:
+        if self._path:
+            fs.write_atomic(self._path, cbor.encode({"skew_us": self._skew,
+                                                     "origin_us": self._origin}))
 
     def now_us(self) -> int:
         real = self._sim.now_us()
@@ -84,6 +111,7 @@ class SimClock:
 
     def step(self, delta_us: int) -> None:
         self._skew += delta_us
+        self._save()
 
     def truth_error_us(self) -> int:
         """How far this clock is from true time (the simulation's ground truth, for benchmarks)."""

@@ -10,6 +10,9 @@ device: `--card-image FILE --card-fs lfs2|fat` mounts littlefs or FAT from an im
 /card (made and formatted first if it does not exist, `--card-kb` in size), and the storage
 usage comes from that file system. `--watchdog-fd N` feeds the simulator's watchdog through a
 pipe; `--reset-cause watchdog` is how the simulator tells the firmware why it was reset.
+The clock is an RTC with a good backup cell: `--skew-us` sets it at the first boot, and its
+setting (a dock's steps included) is kept in `rtc` on the storage across restarts;
+`--rtc-lost 1` is a boot after that cell went flat, the RTC starting at `--skew-us` again.
 """
 
 import asyncio
@@ -50,7 +53,8 @@ _OPTIONS = {
     "segments": 0,  # segments to record at boot
     "segment-ms": 1000,
     "bitrate": 8000000,  # camera bits per second
-    "skew-us": 0,  # clock offset at boot
+    "skew-us": 0,  # clock offset at the first boot (the RTC keeps its setting after that)
+    "rtc-lost": 0,  # 1: the RTC's backup cell went flat while off: it starts at skew-us again
     "drift-ppm": 0,
     "main-pct": 95,
     "main-charging": 1,
@@ -186,7 +190,7 @@ def main(argv) -> None:
     faults = [a["fault"]] if a["fault"] else []
     hal = Hal(
         device_id=device_id,
-        clock=SimClock(a["skew-us"], a["drift-ppm"], sim),
+        clock=SimClock(a["skew-us"], a["drift-ppm"], sim, root + "/rtc", bool(a["rtc-lost"])),
         battery_main=SimBattery(4200, 3300, a["main-pct"], bool(a["main-charging"]),
                                 a["main-drain"], sim, a["main-charge"]),
         battery_backup=SimBattery(3000, 2000, a["backup-pct"], sim=sim),
