@@ -7,6 +7,9 @@
     DOCK_DIR/dock.pub    its public key (hex), to take to the unit for certifying
     DOCK_DIR/dock.cert   the unit's certificate for it (protocol/authority.py)
     DOCK_DIR/unit.pub    the unit's public key
+    PERSON_DIR/person.key   a person of the records office's private key (seed, 0600)
+    PERSON_DIR/person.pub   its public key (hex), to take to the unit for certifying
+    PERSON_DIR/person.cert  the unit's certificate for it (name, ID, roles, clearance)
 
 A private key file is created with O_EXCL and never overwritten. Every error is a KeyFileError
 that names the file and what is wrong with it.
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from protocol import authority
+from protocol import authority, cbor, cose
 
 DAY_US = 86_400_000_000
 
@@ -44,6 +47,37 @@ def _verify(public: bytes, msg: bytes, sig: bytes) -> bool:
 
 
 verify = _verify  # `verify_fn` for protocol/authority.py and protocol/policy.py on CPython
+
+
+def issue_person_cert(name: str, id_no: str, roles: list[str], clearance: str, key: bytes,
+                      not_before_us: int, not_after_us: int, unit: str, unit_kid: bytes,
+                      sign_fn: Any) -> bytes:
+    """A person certificate (protocol/authority.py, type "person") signed by the unit."""
+    doc = authority.check_person_cert({
+        "v": authority.CERT_FORMAT, "type": authority.TYPE_PERSON, "name": name,
+        "id_no": id_no, "roles": sorted(set(roles)), "clearance": clearance, "key": key,
+        "nb": not_before_us, "na": not_after_us, "unit": unit})
+    return cose.sign1(cbor.encode(doc), unit_kid, sign_fn)
+
+
+def open_person_cert(data: bytes, unit_public: bytes) -> dict[str, Any]:
+    """The person certificate's payload, if `data` is one signed by `unit_public`
+    (AuthorityError otherwise); its validity in time is the caller's to check."""
+    try:
+        return authority.check_person_cert(cose.open_sign1(data, unit_public, _verify))
+    except cose.BadSignature:
+        raise authority.AuthorityError("person certificate not signed by this unit") from None
+    except cose.CoseError as exc:
+        raise authority.AuthorityError(f"not a person certificate: {exc}") from None
+
+
+def read_person_cert(data: bytes) -> dict[str, Any]:
+    """The payload of a person certificate, NOT checked against any unit: only whose it
+    claims to be (the register checks it against the unit key)."""
+    try:
+        return authority.check_person_cert(cbor.decode(cose.parse_sign1(data).payload))
+    except (cose.CoseError, cbor.CBORError) as exc:
+        raise authority.AuthorityError(f"not a person certificate: {exc}") from None
 
 
 def new_key(path: Path) -> bytes:
@@ -135,6 +169,63 @@ class UnitKey:
                                         self.kid, self.sign)
         except authority.AuthorityError as exc:
             raise KeyFileError(f"cannot certify dock {dock_id!r}: {exc}") from None
+
+
+    def certify_person(self, name: str, id_no: str, roles: list[str], clearance: str,
+                       public: bytes, *, days: int = 365, not_before_us: int | None = None,
+                       not_after_us: int | None = None, unit_name: str | None = None) -> bytes:
+        """A certificate naming the person who holds `public`: their name, ID number, roles
+        and clearance, as the records office will register them."""
+        start = time_us() if not_before_us is None else not_before_us
+        end = start + days * DAY_US if not_after_us is None else not_after_us
+        try:
+            return issue_person_cert(name, id_no, roles, clearance, public, start, end,
+                                     unit_name or self.name, self.kid, self.sign)
+        except authority.AuthorityError as exc:
+            raise KeyFileError(f"cannot certify person {name!r}: {exc}") from None
+
+
+class PersonKey:
+    """A person's key and the unit's certificate for it (PERSON_DIR/person.key, person.cert):
+    what signs their acts in the register (host_agent/custody/register.py)."""
+
+    def __init__(self, private: Ed25519PrivateKey, cert: bytes, cert_doc: dict[str, Any]) -> None:
+        self._private = private
+        self.public = private.public_key().public_bytes_raw()
+        self.cert = cert
+        self.cert_doc = cert_doc
+
+    @property
+    def name(self) -> str:
+        return str(self.cert_doc["name"])
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._private.sign(msg)
+
+    @classmethod
+    def create(cls, person_dir: Path) -> bytes:
+        """Make PERSON_DIR/person.key (and person.pub); the public key."""
+        return new_key(Path(person_dir) / "person.key")
+
+    @classmethod
+    def load(cls, person_dir: Path) -> PersonKey:
+        """PERSON_DIR's key and certificate (the certificate is read, not trusted: the
+        register checks it against the unit key), which must certify this key."""
+        person_dir = Path(person_dir)
+        private = load_key(person_dir / "person.key")
+        try:
+            cert = (person_dir / "person.cert").read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"cannot read {person_dir / 'person.cert'}: {exc.strerror}"
+                               " (bodycam unit certify-person)") from None
+        try:
+            doc = read_person_cert(cert)
+        except authority.AuthorityError as exc:
+            raise KeyFileError(f"{person_dir / 'person.cert'}: {exc}") from None
+        if doc["key"] != private.public_key().public_bytes_raw():
+            raise KeyFileError(f"{person_dir / 'person.cert'} certifies another key than"
+                               " person.key")
+        return cls(private, cert, doc)
 
 
 def time_us() -> int:

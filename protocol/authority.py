@@ -31,6 +31,23 @@ against the device's enrolled key: a clone showing another recorder's public key
 Both proofs bind the device id and both nonces inside the signed bytes, so neither can be
 replayed into another session or for another recorder.
 
+Person certificate: a COSE_Sign1 by the unit key over a deterministic CBOR map
+
+    v          1
+    type       "person"
+    name       the person's name as the records office registers it (1..80 characters,
+               no "/", no surrounding spaces)
+    id_no      their ID card or warrant number
+    roles      a non-empty list of PERSON_ROLES
+    clearance  one of CLASSES (Art. 3)
+    key        the person's Ed25519 public key (32 bytes)
+    nb, na     validity, µs since the Unix epoch
+    unit       who issued it
+
+Recorders never see one: the records office (host_agent/keys.py, host_agent/custody/
+register.py) issues and checks them; only the payload's check is here, kept small (every
+module here is in the recorders' heap).
+
 Signed statements (COSE_Sign1, deterministic CBOR payload with a `type`):
     receipt  by the dock: {type, device, seq, record (SHA-256 of the record's bytes),
              status ("stored" or "quarantined"), log (the vault's log index), dock}; the
@@ -47,6 +64,9 @@ NONCE_SIZE = const(16)
 DOCK_RIGHTS = ("offload", "clock", "policy")
 RIGHTS = DOCK_RIGHTS + ("records",)
 TYPE_DOCK = "dock"
+TYPE_PERSON = "person"
+PERSON_ROLES = ("approver", "custodian", "officer")
+CLASSES = ("none", "personal_privacy", "commercial_secret", "state_secret")
 TYPE_RECEIPT = "receipt"
 TYPE_HEAD = "head"
 STATUS_STORED = "stored"
@@ -128,6 +148,28 @@ def admit(cert: dict, now_us, revoked) -> None:
                                                                               _hex(kid)))
     if now_us is not None and not cert["nb"] <= now_us <= cert["na"]:
         raise AuthorityError("dock certificate of %s is not valid now" % cert["dock"])
+
+
+def _name_ok(text) -> bool:
+    return isinstance(text, str) and 0 < len(text) <= 80 and text == text.strip() and (
+        "/" not in text)
+
+
+def check_person_cert(doc) -> dict:
+    """`doc` if it is a well-formed person certificate payload, else AuthorityError. (Issued,
+    opened and checked in time by the records office, host_agent/keys.py: a recorder never
+    sees one.)"""
+    if not isinstance(doc, dict) or doc.get("type") != TYPE_PERSON or len(doc) != 10:
+        raise AuthorityError("not a person certificate")
+    roles, key = doc.get("roles"), doc.get("key")
+    if (doc.get("v") != CERT_FORMAT or not _name_ok(doc.get("name"))
+            or not _name_ok(doc.get("id_no")) or not isinstance(roles, list) or not roles
+            or [r for r in roles if r not in PERSON_ROLES] or doc.get("clearance") not in CLASSES
+            or not isinstance(key, bytes) or len(key) != 32 or not _int(doc.get("nb"))
+            or not _int(doc.get("na")) or doc["na"] <= doc["nb"]
+            or not isinstance(doc.get("unit"), str)):
+        raise AuthorityError("person certificate: malformed")
+    return doc
 
 
 def key_id(public: bytes) -> bytes:

@@ -21,10 +21,11 @@ from host_agent.custody.register import (
     CLASSES,
     ROLES,
     CustodyError,
+    PersonSigner,
     RecordRef,
     Register,
 )
-from host_agent.keys import KeyFileError, public_key
+from host_agent.keys import KeyFileError, PersonKey, public_key
 from host_agent.settings import SettingsError
 from host_agent.vault import Vault, VaultError
 
@@ -66,6 +67,29 @@ def run(args: argparse.Namespace, command: str,
     return 0
 
 
+def actor(args: argparse.Namespace) -> tuple[str, PersonSigner | None]:
+    """Who acts: `--as PERSON_DIR` (their key and the unit's certificate: the act is signed)
+    or `--by NAME` (a name, registered but not authenticated)."""
+    as_dir = getattr(args, "as_dir", None)
+    if as_dir and args.by:
+        raise CustodyError("give --by NAME or --as PERSON_DIR, not both")
+    if as_dir:
+        signer = PersonSigner(PersonKey.load(Path(as_dir)))
+        return signer.name, signer
+    if not args.by:
+        raise CustodyError("who acts? give --as PERSON_DIR (or --by NAME)")
+    return str(args.by), None
+
+
+def unit_key_of(args: argparse.Namespace, archive: Archive, command: str) -> bytes | None:
+    """The unit's public key that certifies persons: the dock identity's at a dock, the
+    central's `unit_key` at the centre."""
+    if isinstance(archive, Vault):
+        return load_identity(args.identity, command).unit_public
+    unit = getattr(archive, "unit_public", None)
+    return unit if isinstance(unit, bytes) else None
+
+
 def _time(text: str) -> int:
     try:
         return times.parse(text)
@@ -101,10 +125,33 @@ def _items(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_person(args: argparse.Namespace) -> int:
-    return run(args, "custody person", lambda v: {"id": Register(v).add_person(
-        args.name, id_no=args.id_no, roles=args.role, clearance=args.clearance, by=args.by)},
-        lambda r: f"registered {args.name} ({', '.join(args.role)}; cleared for"
-                  f" {args.clearance}): register entry #{r['id']}")
+    def work(vault: Archive) -> Result:
+        by, person = actor(args)
+        if args.cert:
+            if args.name or args.id_no or args.role or args.clearance:
+                raise CustodyError("with --cert the name, ID number, roles and clearance"
+                                   " come from the certificate: give none of them")
+            try:
+                cert = Path(args.cert).read_bytes()
+            except OSError as exc:
+                raise CustodyError(f"{args.cert}: {exc.strerror}") from None
+            register = Register(vault, person=person,
+                                unit_public=unit_key_of(args, vault, "custody person"))
+            rid, doc = register.add_certified_person(cert, by=by)
+            return {"id": rid, "name": doc["name"], "roles": doc["roles"],
+                    "clearance": doc["clearance"], "certified": True}
+        if not (args.name and args.id_no and args.role):
+            raise CustodyError("give --cert FILE, or --name, --id-no and --role")
+        rid = Register(vault, person=person).add_person(
+            args.name, id_no=args.id_no, roles=args.role, clearance=args.clearance or "none",
+            by=by)
+        return {"id": rid, "name": args.name, "roles": args.role,
+                "clearance": args.clearance or "none", "certified": False}
+
+    return run(args, "custody person", work,
+               lambda r: f"registered {r['name']} ({', '.join(r['roles'])}; cleared for"
+                         f" {r['clearance']}{'; certified by the unit' if r['certified'] else ''}"
+                         f"): register entry #{r['id']}")
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -112,15 +159,16 @@ def cmd_request(args: argparse.Namespace) -> int:
 
     def work(vault: Archive) -> Result:
         items = check_items(_items(args))
-        rid = Register(vault).file_request(
+        by, person = actor(args)
+        rid = Register(vault, person=person).file_request(
             body=args.body, letter=args.letter, requester=args.requester,
-            requester_id=args.requester_id, reason=args.reason, items=items, by=args.by)
+            requester_id=args.requester_id, reason=args.reason, items=items, by=by)
         return {"request": rid, "items": items}
 
     return run(args, "custody request", work,
                 lambda r: f"request #{r['request']} filed; it allows nothing until an approver"
                           f" decides (bodycam custody approve {args.vault} {r['request']}"
-                          " --by APPROVER)")
+                          " --as APPROVER_DIR)")
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -129,25 +177,27 @@ def cmd_decide(args: argparse.Namespace) -> int:
     approve = args.custody_command == "approve"
 
     def work(vault: Archive) -> Result:
-        register = Register(vault)
+        by, person = actor(args)
+        register = Register(vault, person=person)
         request = register.request(args.request)
         refs = itemlib.resolve(vault, register, request["items"])
         cls = itemlib.items_class(vault, register, refs,
                                   [i["case"] for i in request["items"] if "case" in i])
-        register.decide(args.request, approver=args.by, approved=approve, note=args.note,
+        register.decide(args.request, approver=by, approved=approve, note=args.note,
                         items_class=cls)
         return {"request": args.request, "approved": approve, "records": len(refs),
-                "class": cls}
+                "class": cls, "by": by}
 
     return run(args, f"custody {args.custody_command}", work,
                 lambda r: f"request #{r['request']} {'approved' if approve else 'refused'} by"
-                          f" {args.by} ({r['records']} records, class {r['class']})")
+                          f" {r['by']} ({r['records']} records, class {r['class']})")
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     def work(vault: Archive) -> Result:
         subject = _subject(args)
-        Register(vault).classify(subject, args.cls, by=args.by, reason=args.reason)
+        by, person = actor(args)
+        Register(vault, person=person).classify(subject, args.cls, by=by, reason=args.reason)
         return {"subject": subject, "class": args.cls}
 
     return run(args, "custody classify", work, lambda r: f"{r['subject']}: {r['class']}")
@@ -156,7 +206,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_hold(args: argparse.Namespace) -> int:
     def work(vault: Archive) -> Result:
         subject = _subject(args)
-        Register(vault).hold(subject, not args.lift, by=args.by, reason=args.reason)
+        by, person = actor(args)
+        Register(vault, person=person).hold(subject, not args.lift, by=by, reason=args.reason)
         return {"subject": subject, "held": not args.lift}
 
     return run(args, "custody hold", work,
@@ -167,7 +218,8 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     def work(vault: Archive) -> Result:
         if vault.stored_record_hash(args.record.device_id, args.record.seq) is None:
             raise CustodyError(f"the vault holds no record {args.record}")
-        Register(vault).mark_evidence(args.record, args.case, by=args.by)
+        by, person = actor(args)
+        Register(vault, person=person).mark_evidence(args.record, args.case, by=by)
         return {"record": str(args.record), "case": args.case}
 
     return run(args, "custody evidence", work,
@@ -180,9 +232,13 @@ def cmd_register(args: argparse.Namespace) -> int:
         for r in rows:
             f = dict(r["fields"])
             items = f.pop("items", None)
-            text = ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("statement", "files"))
+            proof = f.pop("proof", None)
+            text = ", ".join(f"{k}={v}" for k, v in f.items()
+                             if k not in ("statement", "files", "cert", "key"))
             if items:
                 text += f", items={len(items)}"
+            if proof:
+                text += ", signed"
             lines.append(f"#{r['id']} {r['at']} {r['what']:<10} {r['subject']:<24}"
                          f" by {r['actor']}: {text} (log {r['log']})")
         return "\n".join(lines) or "the register is empty"
@@ -197,9 +253,14 @@ def cmd_hand_out(args: argparse.Namespace) -> int:
     from host_agent.custody.export import hand_out
 
     act = args.custody_command
-    return run(args, f"custody {act}", lambda v: {"act": act, "out": args.out, "records": [
-        str(r) for r in hand_out(v, args.request, act, args.record or None, Path(args.out),
-                                 args.by)]},
+
+    def work(vault: Archive) -> Result:
+        by, person = actor(args)
+        return {"act": act, "out": args.out, "records": [
+            str(r) for r in hand_out(vault, args.request, act, args.record or None,
+                                     Path(args.out), by, person=person)]}
+
+    return run(args, f"custody {act}", work,
         lambda r: f"{act}: {len(r['records'])} records into {r['out']} (registered)")
 
 
@@ -207,17 +268,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from host_agent.custody.export import export
 
     def work(archive: Archive) -> Result:
+        by, person = actor(args)
         if isinstance(archive, Vault):  # the dock signs its vault's checkpoint
             identity = load_identity(args.identity, "custody export")
-            return export(archive, args.request, Path(args.out), by=args.by, signer=identity,
-                          unit_public=identity.unit_public)
+            return export(archive, args.request, Path(args.out), by=by, signer=identity,
+                          unit_public=identity.unit_public, person=person)
         signer, unit = getattr(archive, "signer", None), getattr(archive, "unit_public", None)
         if signer is None:
             raise CustodyError("the records office at the centre has no key to sign its"
                                " packages (central.toml: office_key, office_cert; bodycam unit"
                                " certify --may records)")
-        return export(archive, args.request, Path(args.out), by=args.by, signer=signer,
-                      unit_public=unit)
+        return export(archive, args.request, Path(args.out), by=by, signer=signer,
+                      unit_public=unit, person=person)
 
     return run(args, "custody export", work,
         lambda r: f"package {r['package']}: {r['records']} records, {r['segments']} segments"
@@ -334,16 +396,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         c = csub.add_parser(name, help=help_text)
         c.add_argument("vault", metavar="VAULT|central.toml",
                        help="a dock's vault, or the central index (its configuration)")
-        c.add_argument("--by", required=name not in ("register", "report"), help=by)
+        unsigned = name in ("register", "report", "import-hall", "retention")
+        c.add_argument("--by", required=name in ("import-hall", "retention"),
+                       help=by + ("" if unsigned else
+                                  "; a name only: once the register holds a certified"
+                                  " person, acts need --as"))
+        if not unsigned:
+            add_as_option(c)
         c.add_argument("--json", action="store_true")
         c.set_defaults(func=func)
         return c
 
     c = command("person", cmd_person, "register a person: approver, custodian or officer")
-    c.add_argument("--name", required=True)
-    c.add_argument("--id-no", required=True, help="their ID card or warrant number")
-    c.add_argument("--role", action="append", required=True, choices=ROLES)
-    c.add_argument("--clearance", default="none", choices=CLASSES)
+    c.add_argument("--cert", help="the unit's certificate for the person (bodycam unit"
+                                  " certify-person): name, ID, roles and clearance from it")
+    c.add_argument("--name")
+    c.add_argument("--id-no", help="their ID card or warrant number")
+    c.add_argument("--role", action="append", choices=ROLES)
+    c.add_argument("--clearance", choices=CLASSES)
+    add_identity_option(c)
     c = command("request", cmd_request, "file an access request (Art. 10)")
     c.add_argument("--body", required=True, choices=BODIES)
     c.add_argument("--letter", required=True, help="the body's letter number")
@@ -411,6 +482,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="the unit's public key")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+
+
+def add_as_option(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--as", dest="as_dir", metavar="PERSON_DIR",
+                   help="act as the certified person whose person.key and person.cert are"
+                        " in PERSON_DIR: the act is signed (instead of --by)")
 
 
 def _item_options(c: argparse.ArgumentParser) -> None:

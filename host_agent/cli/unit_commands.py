@@ -4,6 +4,11 @@ The unit's key lives offline (the records office); each dock makes its own key o
 unit certifies a dock's public key (`unit certify`), the certificate goes back to the dock
 (`dock-identity install`), and recorders commissioned with the unit's public key then accept
 that dock. Revoking a dock: list its key id in the policy's `revoked_docks` and deliver it.
+
+People of the records office likewise: each makes their key (`person new`), the unit
+certifies it with their name, ID number, roles and clearance (`unit certify-person`), and the
+records office registers the certificate (`custody person --cert`); their acts are then
+signed (`--as PERSON_DIR`, host_agent/custody/register.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from host_agent.cli.options import int_in
 from host_agent.cli.output import fail
-from host_agent.keys import DockIdentity, KeyFileError, UnitKey, public_key
+from host_agent.keys import DockIdentity, KeyFileError, PersonKey, UnitKey, public_key
 from protocol import authority
 
 DOCK_DIR_ENV = "BODYCAM_DOCK_DIR"
@@ -87,6 +92,36 @@ def cmd_unit_certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certify_person(args: argparse.Namespace) -> int:
+    """Certify a person's key with their name, ID number, roles and clearance."""
+    try:
+        unit = UnitKey.load(Path(args.unit))
+        key = Path(args.key)
+        person_pub = public_key(key)
+        cert = unit.certify_person(args.name, args.id_no, args.role, args.clearance,
+                                   person_pub, days=args.days)
+        out = Path(args.out) if args.out else (
+            key.parent / "person.cert" if key.is_file() else Path(f"{args.name}.cert"))
+        out.write_bytes(cert)
+    except (KeyFileError, OSError) as exc:
+        return fail("unit certify-person", exc)
+    print(f"certified {args.name} ({', '.join(sorted(set(args.role)))}; cleared for"
+          f" {args.clearance}; key id {authority.key_id(person_pub).hex()}) for {args.days}"
+          f" days: {out}")
+    return 0
+
+
+def cmd_person_new(args: argparse.Namespace) -> int:
+    try:
+        public = PersonKey.create(Path(args.dir))
+    except KeyFileError as exc:
+        return fail("person new", exc)
+    print(f"person key in {Path(args.dir) / 'person.key'}; public key {public.hex()}\n"
+          f"take {Path(args.dir) / 'person.pub'} to the unit: bodycam unit certify-person"
+          " --key ...")
+    return 0
+
+
 def cmd_identity_new(args: argparse.Namespace) -> int:
     try:
         public = DockIdentity.create_key(Path(args.dir))
@@ -124,6 +159,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"rights (default {','.join(authority.DOCK_RIGHTS)}; the records"
                         " office at the centre: records, alone)")
     c.set_defaults(func=cmd_unit_certify)
+    c = usub.add_parser("certify-person", help="certify a person of the records office")
+    c.add_argument("--unit", required=True, help="the unit's directory (or its unit.key)")
+    c.add_argument("--name", required=True)
+    c.add_argument("--id-no", required=True, help="their ID card or warrant number")
+    c.add_argument("--role", action="append", required=True, choices=authority.PERSON_ROLES)
+    c.add_argument("--clearance", default="none", choices=authority.CLASSES)
+    c.add_argument("--key", required=True, help="the person's public key: person.pub or hex")
+    c.add_argument("--days", type=int_in(1, 3650), default=365, help="validity (default 365)")
+    c.add_argument("--out", help="where the certificate goes (default: person.cert beside"
+                                 " person.pub)")
+    c.set_defaults(func=cmd_certify_person)
+
+    p = sub.add_parser("person", help="a person's key (the records office)")
+    psub = p.add_subparsers(dest="person_command", required=True)
+    n = psub.add_parser("new", help="make a person's key (person.key, person.pub)")
+    n.add_argument("--dir", required=True)
+    n.set_defaults(func=cmd_person_new)
 
     p = sub.add_parser("dock-identity", help="this dock's key and the unit's certificate")
     dsub = p.add_subparsers(dest="identity_command", required=True)

@@ -137,7 +137,7 @@ def cmd_vault_timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_vault_case(args: argparse.Namespace) -> int:
-    from host_agent.cli.custody_commands import open_archive
+    from host_agent.cli.custody_commands import actor, open_archive
     from host_agent.custody import CustodyError
     from host_agent.custody.case import view
     from host_agent.keys import KeyFileError
@@ -145,7 +145,8 @@ def cmd_vault_case(args: argparse.Namespace) -> int:
 
     try:
         with open_archive(args.dir) as archive:
-            out = view(archive, args.case, by=args.by)
+            by, person = actor(args)
+            out = view(archive, args.case, by=by, person=person)
     except (CustodyError, VaultError, KeyFileError, SettingsError, OSError) as exc:
         return fail("vault case", exc)
     if args.json:
@@ -200,7 +201,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                      " hall footage, accesses (registered)")
     v.add_argument("dir", metavar="VAULT|central.toml")
     v.add_argument("case")
-    v.add_argument("--by", required=True, help="who looks (a registered person, cleared for"
-                                                " the case's class)")
+    v.add_argument("--by", help="who looks (a registered person, cleared for the case's"
+                                " class); once the register holds a certified person: --as")
+    v.add_argument("--as", dest="as_dir", metavar="PERSON_DIR",
+                   help="look as the certified person in PERSON_DIR (the look is signed)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_vault_case)

@@ -76,6 +76,12 @@ def row_problem(row: dict[str, Any]) -> str | None:
         return f"the fields of a {what} row are not an object"
     if what not in SHARED_KINDS:
         return None
+    f = dict(f)
+    proof = f.pop("proof", None)  # a signed act (register.py): checked where it is written
+    if proof is not None and not (isinstance(proof, dict) and set(proof) == {"t", "key", "sig"}
+                                  and isinstance(proof["t"], int)
+                                  and all(isinstance(proof[k], str) for k in ("key", "sig"))):
+        return f"a {what} row whose proof is not {{t, key, sig}}"
     shape = SHAPES.get(f"{what}/{f.get('event')}" if what == "recorder" else what)
     if shape is None or set(f) != set(shape) or not all(
             isinstance(f[k], t) for k, t in shape.items()):

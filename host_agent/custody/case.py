@@ -11,27 +11,35 @@ from typing import TYPE_CHECKING, Any
 
 from host_agent.custody import hall
 from host_agent.custody import items as itemlib
-from host_agent.custody.register import RecordRef, Register, check_case, class_rank
+from host_agent.custody.register import (
+    PersonSigner,
+    RecordRef,
+    Register,
+    check_case,
+    class_rank,
+)
 from host_agent.vault.timeline import rebuild
 
 if TYPE_CHECKING:
     from host_agent.custody.archive import Archive
 
 
-def view(vault: Archive, case: str, *, by: str) -> dict[str, Any]:
+def view(vault: Archive, case: str, *, by: str,
+         person: PersonSigner | None = None) -> dict[str, Any]:
+    """The case, for `by` (signed by `person` once the register is authenticated)."""
     check_case(case)
-    register = Register(vault)
+    register = Register(vault, person=person)
     members = sorted(itemlib.case_members(vault, register, case))
     cls = itemlib.items_class(vault, register, members, [case])
-    person = register.person(by)
+    viewer = register.person(by)
     subject = f"case/{case}"
-    if person is None:
+    if viewer is None:
         raise register.refuse(subject, "case", by, f"{by} is not a registered person")
-    if class_rank(person["clearance"]) < class_rank(cls):
+    if class_rank(viewer["clearance"]) < class_rank(cls):
         raise register.refuse(subject, "case", by,
-                              f"{by} is cleared for {person['clearance']}, the case is {cls}")
+                              f"{by} is cleared for {viewer['clearance']}, the case is {cls}")
     out = _gather(vault, register, case, members, cls)
-    vault.append_custody("access", by, subject, {"act": "case", "items": [subject]})
+    register.append("access", by, subject, {"act": "case", "items": [subject]}, act="case")
     return out
 
 

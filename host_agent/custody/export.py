@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from host_agent.custody import hall, package
 from host_agent.custody import items as itemlib
-from host_agent.custody.register import CustodyError, RecordRef, Register
+from host_agent.custody.register import CustodyError, PersonSigner, RecordRef, Register
 from host_agent.vault import log
 from host_agent.vault.files import fsync_dir
 from host_agent.vault.schema import now
@@ -137,12 +137,12 @@ def authorised_refs(vault: Archive, register: Register, request_id: int, act: st
 
 
 def hand_out(vault: Archive, request_id: int, act: str, refs: list[RecordRef] | None,
-             out: Path, by: str) -> list[RecordRef]:
+             out: Path, by: str, person: PersonSigner | None = None) -> list[RecordRef]:
     """View or copy: the records and their segments, byte-exact, into `out` (a new
-    directory), registered as `act` under the request."""
+    directory), registered as `act` under the request (signed by `person`: register.py)."""
     if act not in ("view", "copy"):
         raise CustodyError(f"act {act!r} is not view or copy")
-    register = Register(vault)
+    register = Register(vault, person=person)
     _, wanted = authorised_refs(vault, register, request_id, act, refs, by)
     tmp = _staging(register, request_id, act, wanted, by, out)
     try:
@@ -165,9 +165,11 @@ def hand_out(vault: Archive, request_id: int, act: str, refs: list[RecordRef] | 
 
 
 def export(vault: Archive, request_id: int, out: Path, *, by: str, signer: Signer,
-           unit_public: bytes | None = None) -> dict[str, Any]:
-    """Make the package for a court under an approved request; what it holds."""
-    register = Register(vault)
+           unit_public: bytes | None = None,
+           person: PersonSigner | None = None) -> dict[str, Any]:
+    """Make the package for a court under an approved request; what it holds (the act
+    signed by `person`: register.py)."""
+    register = Register(vault, unit_public=unit_public, person=person)
     request, wanted = authorised_refs(vault, register, request_id, "export", None, by)
     decision_log = vault.log_index(_last_id(vault, "decision", f"request/{request_id}"))
     request_log = vault.log_index(f"custody/{request_id}")
