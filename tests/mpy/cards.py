@@ -1,7 +1,7 @@
-"""What the store checks share inside MicroPython (tests/mpy/check_store.py,
-check_store_rules.py): a check that stops the script at its first failure, a fresh card on a
-RAM block device, fake records (signed by no one: the store does not verify) and small file
-helpers."""
+"""What the checks inside MicroPython share (tests/mpy/check_*.py): a check that stops the
+script at its first failure and shows the tail of what the device logged (`log` into LOG), a
+fresh card on a RAM block device, fake records (signed by no one: the store does not verify)
+and small file helpers."""
 
 import sys
 
@@ -11,10 +11,18 @@ import crash_points as cp  # noqa: E402
 from device import fs  # noqa: E402
 from protocol import cose, manifest  # noqa: E402
 
+LOG = []
+
+
+def log(text):
+    LOG.append(text)
+
 
 def ok(name, cond, detail=""):
     if not cond:
         print("FAIL", name, detail)
+        for line in LOG[-30:]:
+            print("  device:", line)
         sys.exit(1)
     print("ok  ", name)
 

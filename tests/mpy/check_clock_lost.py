@@ -31,7 +31,11 @@ Prints "ok <name>" per check and "ALL OK"; exits 1 on the first failure.
 
 import sys
 
-from device import app, fs
+sys.path.append("tests/mpy")
+from cards import log, ok  # noqa: E402
+from crash_points import rmtree  # noqa: E402
+
+from device import app, fs  # noqa: E402
 from device.boards.unix_sim.hal import SimBattery, SimCamera, SimClock, SimIndicator, SimStorage
 from device.clock import ClockService
 from device.hal import Hal
@@ -42,36 +46,7 @@ S = 1000000
 HOUR = 3600 * S
 T0 = 1796000000 * S  # 2026-11-30: true time at the start
 Y2K = 946684800 * S  # 2000-01-01, where an RTC restarts after its cell went flat
-LOG = []
 
-
-def log(text):
-    LOG.append(text)
-
-
-def ok(name, cond, detail=""):
-    if not cond:
-        print("FAIL", name, detail)
-        for line in LOG[-20:]:
-            print("  device:", line)
-        sys.exit(1)
-    print("ok  ", name)
-
-
-def rmtree(path):
-    import os
-
-    try:
-        entries = list(os.ilistdir(path))
-    except OSError:
-        return
-    for e in entries:
-        full = path + "/" + e[0]
-        if e[1] == 0x4000:
-            rmtree(full)
-        else:
-            os.remove(full)
-    os.rmdir(path)
 
 
 class FakeSim:

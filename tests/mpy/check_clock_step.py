@@ -31,7 +31,10 @@ Prints "ok <name>" per check, "FIGURES ..." and "ALL OK"; exits 1 on the first f
 import asyncio
 import sys
 
-from device import app
+sys.path.append("tests/mpy")
+from cards import log, ok  # noqa: E402
+
+from device import app  # noqa: E402
 from device.boards.unix_sim.hal import (
     SimBattery,
     SimCamera,
@@ -53,20 +56,6 @@ CAP = 40  # chunks: a run this long is cut (a length that followed the clock)
 SKEW_US = -7 * 86400 * 1000000  # a week behind: wall-clock times far from the host's
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "/tmp/check_clock_step"
-LOG = []
-
-
-def log(text):
-    LOG.append(text)
-
-
-def ok(name, cond, detail=""):
-    if not cond:
-        print("FAIL", name, detail)
-        for line in LOG[-30:]:
-            print("  device:", line)
-        sys.exit(1)
-    print("ok  ", name)
 
 
 class StepCamera(SimCamera):

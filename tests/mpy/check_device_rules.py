@@ -26,6 +26,7 @@ import sys
 
 sys.path.append("tests/mpy")
 import crash_points as cp  # noqa: E402
+from cards import LOG, log, ok  # noqa: E402
 
 from device import dock as dock_module  # noqa: E402
 from device import fs  # noqa: E402
@@ -65,18 +66,6 @@ class Ticks:
 TICKS = Ticks()
 dock_module.time = TICKS
 recorder_module.time = TICKS
-LOG = []
-
-
-def log(text):
-    LOG.append(text)
-
-
-def ok(name, cond, detail=""):
-    if not cond:
-        print("FAIL", name, detail)
-        sys.exit(1)
-    print("ok  ", name)
 
 
 def fresh_card():
