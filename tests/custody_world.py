@@ -151,5 +151,17 @@ class World:
         return self.vault.checkpoint(self.dock)
 
 
+def docked_office(base: Path) -> Path:
+    """A vault in base/vault with one recorder's phase of CASE, released and docked (the
+    dock identity in base/test-dock, the unit in base/unit): what the CLI tests work on."""
+    w = World(base)
+    w.recorder("REC-1")
+    w.phase("REC-1")
+    w.release("REC-1")
+    w.docking("REC-1")
+    w.close()
+    return base / "vault"
+
+
 def segment_us() -> int:
     return SEGMENT_US

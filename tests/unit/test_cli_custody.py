@@ -11,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from host_agent.keys import UnitKey
-from tests.custody_world import CASE, World
+from tests.custody_world import CASE, World, docked_office
 from tests.unit.test_cli_bad_input import bodycam, refused
 
 
 @pytest.fixture
 def office(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """(vault, dock identity dir, unit.pub) with one recorder's phase, released and docked."""
-    w = World(tmp_path)
-    w.recorder("REC-1")
-    w.phase("REC-1")
-    w.release("REC-1")
-    w.docking("REC-1")
-    w.close()
-    yield (str(tmp_path / "vault"), str(tmp_path / "test-dock"),
+    yield (str(docked_office(tmp_path)), str(tmp_path / "test-dock"),
            str(tmp_path / "unit" / "unit.pub"))
 
 

@@ -17,7 +17,7 @@ import pytest
 from host_agent.custody.register import CustodyError, PersonSigner, Register
 from host_agent.keys import DAY_US, PersonKey, UnitKey, time_us
 from host_agent.vault import Vault
-from tests.custody_world import CASE, World
+from tests.custody_world import CASE, World, docked_office
 from tests.unit.test_cli_bad_input import bodycam, refused
 
 
@@ -48,13 +48,7 @@ def person_dir(base: Path, name: str, unit: str, *roles: str, clearance: str = "
 @pytest.fixture
 def office(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """(vault, dock identity dir, unit dir) with one recorder's phase of CASE, docked."""
-    w = World(tmp_path)
-    w.recorder("REC-1")
-    w.phase("REC-1")
-    w.release("REC-1")
-    w.docking("REC-1")
-    w.close()
-    yield str(tmp_path / "vault"), str(tmp_path / "test-dock"), str(tmp_path / "unit")
+    yield str(docked_office(tmp_path)), str(tmp_path / "test-dock"), str(tmp_path / "unit")
 
 
 def test_a_dock_with_certified_persons(office: tuple[str, str, str], tmp_path: Path) -> None:
